@@ -1,0 +1,225 @@
+"""Collect every output of a finished prompt from its history entry, and describe each one.
+
+ComfyUI's history keeps, per output node, the node's UI dict. Any key whose value is a list of file entries
+(``{"filename", "subfolder", "type"}``) is a file output: ``images``, ``gifs`` (VideoHelperSuite),
+``video``, ``audio``, ``3d``, ``latents`` and whatever custom nodes invent. A ``text`` list of strings is a
+text output. Nothing else is dropped silently: unknown shapes become warnings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+# Keys whose lists hold flags or metadata rather than files.
+_NON_OUTPUT_KEYS = {"animated"}
+
+_KIND_BY_KEY = {
+    "images": "image",
+    "gifs": "animation",
+    "video": "video",
+    "videos": "video",
+    "audio": "audio",
+    "3d": "3d",
+    "mesh": "3d",
+    "latents": "latent",
+}
+
+_EXTRA_MIME = {
+    ".webp": "image/webp",
+    ".webm": "video/webm",
+    ".mp4": "video/mp4",
+    ".mkv": "video/x-matroska",
+    ".mov": "video/quicktime",
+    ".flac": "audio/flac",
+    ".opus": "audio/opus",
+    ".ogg": "audio/ogg",
+    ".mp3": "audio/mpeg",
+    ".wav": "audio/wav",
+    ".glb": "model/gltf-binary",
+    ".gltf": "model/gltf+json",
+    ".obj": "model/obj",
+    ".ply": "application/ply",
+    ".latent": "application/octet-stream",
+    ".safetensors": "application/octet-stream",
+    ".txt": "text/plain",
+    ".json": "application/json",
+}
+
+
+def guess_mime(filename: str) -> str:
+    suffix = PurePosixPath(filename).suffix.lower()
+    if suffix in _EXTRA_MIME:
+        return _EXTRA_MIME[suffix]
+    guessed, _ = mimetypes.guess_type(filename)
+    return guessed or "application/octet-stream"
+
+
+def kind_for(key: str, filename: str, mime: str) -> str:
+    kind = _KIND_BY_KEY.get(key)
+    if key == "images" and mime in {"image/gif"}:
+        return "animation"
+    if kind == "image" and mime.startswith("video/"):
+        return "video"
+    if kind:
+        return kind
+    major = mime.split("/", 1)[0]
+    if major == "image":
+        return "image"
+    if major in {"video", "audio"}:
+        return major
+    if major == "model":
+        return "3d"
+    return "file"
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file named in ComfyUI's history."""
+
+    filename: str
+    subfolder: str
+    type: str
+
+
+@dataclass
+class ProducedOutput:
+    """One output of a prompt: a file (read lazily) or a text."""
+
+    node_id: str
+    key: str
+    kind: str
+    mime_type: str
+    ref: FileRef | None = None
+    text: str | None = None
+    _content: bytes | None = field(default=None, repr=False)
+    _loader: Callable[[FileRef], bytes] | None = field(default=None, repr=False)
+
+    @property
+    def filename(self) -> str | None:
+        return self.ref.filename if self.ref else None
+
+    def content(self) -> bytes:
+        """The bytes of the output (UTF-8 for text), loaded once."""
+        if self._content is None:
+            if self.text is not None:
+                self._content = self.text.encode("utf-8")
+            else:
+                assert self.ref is not None and self._loader is not None
+                self._content = self._loader(self.ref)
+        return self._content
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content()).hexdigest()
+
+    def release(self) -> None:
+        """Forget the loaded bytes once delivered, so a large job does not hold them all."""
+        self._content = None
+
+
+@dataclass
+class Collected:
+    outputs: list[ProducedOutput]
+    warnings: list[str]
+    skipped_temp: int = 0
+
+
+def _is_file_entry(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("filename"), str) and "type" in value
+
+
+def collect_outputs(history_outputs: dict[str, Any], *, include_temp: bool,
+                    loader: Callable[[FileRef], bytes]) -> Collected:
+    """Turn a history entry's ``outputs`` into the list of outputs to deliver, in node-id order."""
+    outputs: list[ProducedOutput] = []
+    warnings: list[str] = []
+    skipped_temp = 0
+    seen: set[tuple[str, str, str]] = set()
+    for node_id in sorted(history_outputs, key=_node_sort_key):
+        ui = history_outputs[node_id]
+        if not isinstance(ui, dict):
+            warnings.append(f"node {node_id}: output is not an object; ignored")
+            continue
+        for key, value in ui.items():
+            if key in _NON_OUTPUT_KEYS or value is None:
+                continue
+            if not isinstance(value, list):
+                warnings.append(f"node {node_id}: output key '{key}' is not a list; ignored")
+                continue
+            if key == "text" or (value and all(isinstance(v, str) for v in value)):
+                for item in value:
+                    if isinstance(item, str):
+                        outputs.append(ProducedOutput(node_id=node_id, key=key, kind="text",
+                                                      mime_type="text/plain; charset=utf-8", text=item))
+                continue
+            for item in value:
+                if not _is_file_entry(item):
+                    warnings.append(f"node {node_id}: an entry of '{key}' is not a file; ignored")
+                    continue
+                ref = FileRef(filename=item["filename"], subfolder=str(item.get("subfolder") or ""),
+                              type=str(item.get("type") or "output"))
+                if ref.type == "temp" and not include_temp:
+                    skipped_temp += 1
+                    continue
+                ident = (ref.type, ref.subfolder, ref.filename)
+                if ident in seen:
+                    continue
+                seen.add(ident)
+                mime = guess_mime(ref.filename)
+                outputs.append(ProducedOutput(node_id=node_id, key=key, kind=kind_for(key, ref.filename, mime),
+                                              mime_type=mime, ref=ref, _loader=loader))
+    return Collected(outputs=outputs, warnings=warnings, skipped_temp=skipped_temp)
+
+
+def _node_sort_key(node_id: str) -> tuple[int, ...] | tuple[float, str]:
+    parts = node_id.replace(".", ":").split(":")
+    if all(p.isdigit() for p in parts):
+        return tuple(int(p) for p in parts)
+    return (float("inf"), node_id)
+
+
+def local_path(ref: FileRef, folders: dict[str, Path]) -> Path:
+    """Where a history file entry lives on disk, refusing anything that escapes its folder."""
+    base = folders[ref.type].resolve()
+    path = (base / ref.subfolder / ref.filename).resolve()
+    if base != path and base not in path.parents:
+        raise ValueError(f"output path escapes the {ref.type} folder: {ref.subfolder}/{ref.filename}")
+    return path
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a PNG, GIF, WEBP or JPEG header, without decoding the image."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        return struct.unpack("<HH", data[6:10])
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        chunk = data[12:16]
+        if chunk == b"VP8X":
+            w = int.from_bytes(data[24:27], "little") + 1
+            h = int.from_bytes(data[27:30], "little") + 1
+            return w, h
+        if chunk == b"VP8L" and len(data) >= 25:
+            bits = int.from_bytes(data[21:25], "little")
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8 " and len(data) >= 30:
+            w, h = struct.unpack("<HH", data[26:30])
+            return w & 0x3FFF, h & 0x3FFF
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(data):
+            if data[i] != 0xFF:
+                i += 1
+                continue
+            marker = data[i + 1]
+            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+                h, w = struct.unpack(">HH", data[i + 5:i + 9])
+                return w, h
+            seg_len = struct.unpack(">H", data[i + 2:i + 4])[0]
+            i += 2 + seg_len
+    return None

@@ -1,0 +1,141 @@
+"""Every environment variable the worker reads, in one typed object.
+
+Each field names its variable in ``json_schema_extra["env"]``; the README's table of variables is checked
+against this class by a test, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+def _env(name: str, description: str, default: Any = None, **kwargs: Any) -> Any:
+    return Field(default=default, description=description, json_schema_extra={"env": name}, **kwargs)
+
+
+class Settings(BaseModel):
+    """Operator settings, read once at start-up from the environment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # --- ComfyUI process -------------------------------------------------------------------------
+    comfyui_dir: Path = _env("COMFYUI_DIR", "ComfyUI checkout that the worker starts (its `main.py`).",
+                             Path("/comfyui"))
+    comfyui_python: str = _env("COMFYUI_PYTHON", "Interpreter that runs ComfyUI. Default: the worker's own.",
+                               sys.executable)
+    comfyui_url: str | None = _env("COMFYUI_URL", "Attach to an already running ComfyUI at this URL instead "
+                                   "of starting one (development). Unset: the worker starts ComfyUI itself.")
+    comfyui_host: str = _env("COMFYUI_HOST", "Address the started ComfyUI listens on (loopback only).",
+                             "127.0.0.1")
+    comfyui_port: int = _env("COMFYUI_PORT", "Port the started ComfyUI listens on.", 8188, ge=1, le=65535)
+    comfyui_input_dir: Path | None = _env("COMFYUI_INPUT_DIR", "ComfyUI input folder. Default: "
+                                          "`$COMFYUI_DIR/input`.")
+    comfyui_output_dir: Path | None = _env("COMFYUI_OUTPUT_DIR", "ComfyUI output folder. Default: "
+                                           "`$COMFYUI_DIR/output`.")
+    comfyui_temp_dir: Path | None = _env("COMFYUI_TEMP_DIR", "Parent of ComfyUI's temp folder (ComfyUI appends "
+                                         "`temp`). Default: `$COMFYUI_DIR`.")
+    comfyui_extra_model_paths: Path | None = _env("COMFYUI_EXTRA_MODEL_PATHS", "Extra model paths YAML passed to "
+                                                  "ComfyUI (`--extra-model-paths-config`).")
+    comfyui_extra_args: str = _env("COMFYUI_EXTRA_ARGS", "More ComfyUI flags, shell-quoted (for example "
+                                   "`--cpu` or `--highvram`).", "")
+    comfyui_start_timeout: float = _env("COMFYUI_START_TIMEOUT", "Seconds to wait for ComfyUI to answer after "
+                                        "it starts.", 300.0, gt=0)
+    comfyui_restart: bool = _env("COMFYUI_RESTART", "Restart ComfyUI automatically when it exits.", True)
+    comfyui_restart_backoff_max: float = _env("COMFYUI_RESTART_BACKOFF_MAX", "Longest pause, in seconds, "
+                                              "between restarts of a ComfyUI that keeps dying.", 30.0, gt=0)
+    comfyui_log_lines: int = _env("COMFYUI_LOG_LINES", "Lines of ComfyUI's log kept for error reports.", 200,
+                                  ge=10)
+
+    # --- Talking to ComfyUI ----------------------------------------------------------------------
+    http_timeout: float = _env("COMFY_HTTP_TIMEOUT", "Timeout in seconds of each HTTP call to ComfyUI.",
+                               30.0, gt=0)
+    ws_reconnect_max: float = _env("COMFY_WS_RECONNECT_MAX", "Longest pause, in seconds, between websocket "
+                                   "reconnection attempts.", 2.0, gt=0)
+    history_poll_interval: float = _env("COMFY_HISTORY_POLL_INTERVAL", "Seconds without any websocket event "
+                                        "after which the job checks `/history` itself.", 5.0, gt=0)
+
+    # --- Job input limits ------------------------------------------------------------------------
+    max_input_images: int = _env("MAX_INPUT_IMAGES", "Most entries accepted in `images`.", 64, ge=0)
+    max_input_image_bytes: int = _env("MAX_INPUT_IMAGE_BYTES", "Largest decoded size of one input image, in "
+                                      "bytes.", 50 * 1024 * 1024, ge=1)
+    max_input_total_bytes: int = _env("MAX_INPUT_TOTAL_BYTES", "Largest decoded size of all input media of "
+                                      "one job together, in bytes.", 200 * 1024 * 1024, ge=1)
+
+    # --- Results ---------------------------------------------------------------------------------
+    include_temp_outputs: bool = _env("INCLUDE_TEMP_OUTPUTS", "Return temporary outputs (PreviewImage) unless "
+                                      "the request says otherwise.", False)
+    cleanup: bool = _env("CLEANUP", "Delete each job's staged inputs, outputs and history entry after the job.",
+                         True)
+
+    # --- Logging ---------------------------------------------------------------------------------
+    log_level: str = _env("LOG_LEVEL", "Log level of the worker (`DEBUG`, `INFO`, `WARNING`, `ERROR`).", "INFO")
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return value
+
+    @field_validator("comfyui_url")
+    @classmethod
+    def _strip_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return value.strip().rstrip("/")
+
+    # --- Derived -----------------------------------------------------------------------------------
+    @property
+    def input_dir(self) -> Path:
+        return self.comfyui_input_dir or self.comfyui_dir / "input"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.comfyui_output_dir or self.comfyui_dir / "output"
+
+    @property
+    def temp_dir(self) -> Path:
+        # ComfyUI appends "temp" to --temp-directory.
+        return (self.comfyui_temp_dir or self.comfyui_dir) / "temp"
+
+    @property
+    def base_url(self) -> str:
+        return self.comfyui_url or f"http://{self.comfyui_host}:{self.comfyui_port}"
+
+    @property
+    def manages_process(self) -> bool:
+        return self.comfyui_url is None
+
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """Field name -> environment variable name."""
+        return {name: field.json_schema_extra["env"] for name, field in cls.model_fields.items()}  # type: ignore[index]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from the environment; an unusable value names its variable."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, env_name in cls.env_names().items():
+            raw = environ.get(env_name)
+            if raw is not None and raw != "":
+                values[name] = raw
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            names = cls.env_names()
+            problems = "; ".join(
+                f"{names.get(str(err['loc'][0]), err['loc'][0])}: {err['msg']}" for err in exc.errors()
+            )
+            raise SettingsError(f"invalid environment: {problems}") from None
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the worker cannot use."""
