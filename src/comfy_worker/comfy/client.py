@@ -1,0 +1,128 @@
+"""HTTP calls to ComfyUI's API (protocols.md Part A), each with a timeout and a typed failure."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import requests
+
+log = logging.getLogger("comfy_worker.comfy.client")
+
+
+class ComfyUnavailable(Exception):
+    """ComfyUI could not be reached or answered with a server error."""
+
+
+class PromptRejected(Exception):
+    """ComfyUI answered POST /prompt with HTTP 400 (the body holds `error` and `node_errors`)."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__(body.get("error", {}).get("message", "prompt rejected"))
+        self.body = body
+
+
+class ComfyClient:
+    """A thin, typed client of one ComfyUI server."""
+
+    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+
+    @property
+    def ws_url(self) -> str:
+        scheme = "wss" if self.base_url.startswith("https") else "ws"
+        return f"{scheme}://{self.base_url.split('://', 1)[1]}/ws"
+
+    # --- plumbing -------------------------------------------------------------------------------
+    def _request(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> requests.Response:
+        try:
+            resp = self.session.request(method, self.base_url + path, timeout=timeout or self.timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise ComfyUnavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        if resp.status_code >= 500:
+            raise ComfyUnavailable(f"{method} {path}: HTTP {resp.status_code}: {resp.text[:300]}")
+        return resp
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self._request(method, path, **kwargs)
+        if resp.status_code != 200:
+            raise ComfyUnavailable(f"{method} {path}: HTTP {resp.status_code}: {resp.text[:300]}")
+        if not resp.content:
+            return None
+        return resp.json()
+
+    # --- API ------------------------------------------------------------------------------------
+    def system_stats(self, timeout: float | None = None) -> dict[str, Any]:
+        return self._json("GET", "/system_stats", timeout=timeout)
+
+    def object_info(self) -> dict[str, Any]:
+        return self._json("GET", "/object_info", timeout=max(self.timeout, 60))
+
+    def queue_prompt(self, prompt: dict[str, Any], *, client_id: str, prompt_id: str,
+                     partial_execution_targets: list[str] | None = None,
+                     extra_data: dict[str, Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"prompt": prompt, "client_id": client_id, "prompt_id": prompt_id}
+        if partial_execution_targets:
+            body["partial_execution_targets"] = partial_execution_targets
+        if extra_data:
+            body["extra_data"] = extra_data
+        resp = self._request("POST", "/prompt", data=json.dumps(body), headers={"Content-Type": "application/json"})
+        if resp.status_code == 400:
+            try:
+                payload = resp.json()
+            except ValueError:
+                payload = {"error": {"type": "bad_request", "message": resp.text[:500], "details": "",
+                                     "extra_info": {}}, "node_errors": {}}
+            raise PromptRejected(payload)
+        if resp.status_code != 200:
+            raise ComfyUnavailable(f"POST /prompt: HTTP {resp.status_code}: {resp.text[:300]}")
+        return resp.json()
+
+    def history(self, prompt_id: str) -> dict[str, Any] | None:
+        """The finished history entry of a prompt, or None while it is queued, running or unknown."""
+        data = self._json("GET", f"/history/{prompt_id}")
+        if isinstance(data, dict) and prompt_id in data:
+            return data[prompt_id]
+        return None
+
+    def delete_history(self, prompt_ids: list[str]) -> None:
+        self._request("POST", "/history", json={"delete": prompt_ids})
+
+    def queue(self) -> dict[str, Any]:
+        return self._json("GET", "/queue")
+
+    def delete_from_queue(self, prompt_ids: list[str]) -> None:
+        self._request("POST", "/queue", json={"delete": prompt_ids})
+
+    def interrupt(self, prompt_id: str | None = None) -> None:
+        """Interrupt `prompt_id` only if it is the one running (never someone else's prompt)."""
+        self._request("POST", "/interrupt", json={"prompt_id": prompt_id} if prompt_id else None)
+
+    def free(self, *, unload_models: bool = True, free_memory: bool = False) -> None:
+        self._request("POST", "/free", json={"unload_models": unload_models, "free_memory": free_memory})
+
+    def upload_image(self, name: str, data: bytes, *, subfolder: str = "", overwrite: bool = False,
+                     folder_type: str = "input", mime: str = "application/octet-stream") -> dict[str, Any]:
+        files = {"image": (name, data, mime)}
+        form = {"type": folder_type, "subfolder": subfolder, "overwrite": "true" if overwrite else "false"}
+        resp = self._request("POST", "/upload/image", files=files, data=form,
+                             timeout=max(self.timeout, 120))
+        if resp.status_code != 200:
+            raise ComfyUnavailable(f"POST /upload/image: HTTP {resp.status_code}: {resp.text[:300]}")
+        return resp.json()
+
+    def view(self, filename: str, subfolder: str, folder_type: str) -> bytes:
+        resp = self._request("GET", "/view", params={"filename": filename, "subfolder": subfolder,
+                                                     "type": folder_type}, timeout=max(self.timeout, 120))
+        if resp.status_code != 200:
+            raise FileNotFoundError(f"/view {folder_type}/{subfolder}/{filename}: HTTP {resp.status_code}")
+        return resp.content
+
+    def models(self, folder: str) -> list[str]:
+        return self._json("GET", f"/models/{folder}")
+
+    def close(self) -> None:
+        self.session.close()

@@ -1,0 +1,209 @@
+"""ComfyUI as a supervised child process: started with flags from settings, awaited until it answers,
+its log forwarded with a prefix and kept for error reports, and restarted (with backoff) when it dies."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+from ..settings import Settings
+
+log = logging.getLogger("comfy_worker.comfy.process")
+comfy_log = logging.getLogger("comfyui")
+
+ExitListener = Callable[[int], None]
+
+
+def comfyui_command(settings: Settings) -> list[str]:
+    """The command line that starts ComfyUI for this worker."""
+    main_py = settings.comfyui_dir / "main.py"
+    cmd = [
+        settings.comfyui_python, "-u", str(main_py),
+        "--listen", settings.comfyui_host,
+        "--port", str(settings.comfyui_port),
+        "--disable-auto-launch",
+        "--input-directory", str(settings.input_dir),
+        "--output-directory", str(settings.output_dir),
+        "--temp-directory", str(settings.comfyui_temp_dir or settings.comfyui_dir),
+    ]
+    if settings.comfyui_extra_model_paths:
+        cmd += ["--extra-model-paths-config", str(settings.comfyui_extra_model_paths)]
+    cmd += shlex.split(settings.comfyui_extra_args)
+    return cmd
+
+
+class ComfyProcess:
+    """Owns the ComfyUI child process for the life of the worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._log = collections.deque(maxlen=settings.comfyui_log_lines)
+        self._listeners: list[ExitListener] = []
+        self._stopping = False
+        self._ready = threading.Event()
+        self.generation = 0
+        self.last_exit_code: int | None = None
+        self.restarts = 0
+        self.boot_seconds: float | None = None
+        self._supervisor: threading.Thread | None = None
+        self._started_at = time.monotonic()
+
+    # --- public ---------------------------------------------------------------------------------
+    def add_exit_listener(self, listener: ExitListener) -> None:
+        self._listeners.append(listener)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def is_alive(self) -> bool:
+        proc = self._proc
+        return proc is not None and proc.poll() is None
+
+    def is_ready(self) -> bool:
+        return self._ready.is_set() and self.is_alive()
+
+    def log_tail(self, lines: int = 40) -> list[str]:
+        return list(self._log)[-lines:]
+
+    def start(self) -> None:
+        """Start ComfyUI (not waiting for it) and the thread that supervises it."""
+        self._spawn()
+        if self._supervisor is None:
+            self._supervisor = threading.Thread(target=self._supervise, name="comfyui-supervisor", daemon=True)
+            self._supervisor.start()
+
+    def _spawn(self) -> None:
+        main_py = self.settings.comfyui_dir / "main.py"
+        if not main_py.is_file():
+            msg = f"ComfyUI not found: {main_py} does not exist (set COMFYUI_DIR)"
+            self._log.append(msg)
+            raise FileNotFoundError(msg)
+        for folder in (self.settings.input_dir, self.settings.output_dir):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        cmd = comfyui_command(self.settings)
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        with self._lock:
+            self._ready.clear()
+            self.generation += 1
+            log.info("starting ComfyUI (generation %d): %s", self.generation, shlex.join(cmd))
+            self._started_at = time.monotonic()
+            self._proc = subprocess.Popen(
+                cmd, cwd=str(self.settings.comfyui_dir), env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_die_with_parent)
+            proc = self._proc
+        threading.Thread(target=self._pump_log, args=(proc,), name="comfyui-log", daemon=True).start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Poll ComfyUI until it answers, it exits, or the timeout passes."""
+        deadline = time.monotonic() + timeout
+        url = f"http://{self.settings.comfyui_host}:{self.settings.comfyui_port}/system_stats"
+        generation = self.generation
+        while time.monotonic() < deadline:
+            if not self.is_alive() or generation != self.generation:
+                return False
+            try:
+                if requests.get(url, timeout=2).status_code == 200:
+                    if generation == self.generation:
+                        self.boot_seconds = time.monotonic() - self._started_at
+                        log.info("ComfyUI ready after %.2f s (pid %s)", self.boot_seconds, self.pid)
+                        self._ready.set()
+                    return True
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        return False
+
+    def wait_until_ready(self, timeout: float) -> bool:
+        """Block until a running ComfyUI has been seen ready (for callers during a restart)."""
+        return self._ready.wait(timeout) and self.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping = True
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        log.info("stopping ComfyUI (pid %s)", proc.pid)
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+    # --- internals ------------------------------------------------------------------------------
+    def _pump_log(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for raw in iter(proc.stdout.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self._log.append(line)
+                comfy_log.info("[ComfyUI] %s", line)
+
+    def _supervise(self) -> None:
+        """Waits on the current process and restarts it. Restarts happen on this one long-lived thread,
+        because the child's parent-death signal is tied to the thread that started it."""
+        while not self._stopping:
+            proc = self._proc
+            if proc is None:
+                return
+            code = proc.wait()
+            with self._lock:
+                if proc is not self._proc:
+                    continue
+                self._ready.clear()
+                self.last_exit_code = code
+                uptime = time.monotonic() - self._started_at
+            if self._stopping:
+                return
+            log.error("ComfyUI exited with code %s after %.1f s", code, uptime)
+            for listener in list(self._listeners):
+                try:
+                    listener(code)
+                except Exception:  # a listener must never stop the restart
+                    log.exception("exit listener failed")
+            if not self.settings.comfyui_restart:
+                return
+            # Back off only when it keeps dying soon after start; a long-lived process restarts at once.
+            self.restarts = self.restarts + 1 if uptime < 60 else 1
+            delay = 0.0
+            if self.restarts > 1:
+                delay = min(self.settings.comfyui_restart_backoff_max, 0.5 * 2 ** (self.restarts - 2))
+                log.warning("restarting ComfyUI in %.1f s (restart %d)", delay, self.restarts)
+                time.sleep(delay)
+            if self._stopping:
+                return
+            try:
+                self._spawn()
+            except OSError:
+                log.exception("could not restart ComfyUI")
+                return
+            if not self.wait_ready(self.settings.comfyui_start_timeout):
+                log.error("restarted ComfyUI did not become ready")
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask Linux to stop ComfyUI if the worker dies without cleaning up."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

@@ -1,0 +1,145 @@
+"""The long-lived connection to ComfyUI: the supervised process (or an attached URL), the HTTP client and
+the event stream, with one answer to "can a job run now?"."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import ErrorCode, WorkerError
+from ..settings import Settings
+from .client import ComfyClient, ComfyUnavailable
+from .events import COMFY_EXITED, Event, EventStream
+from .process import ComfyProcess
+
+log = logging.getLogger("comfy_worker.comfy.runtime")
+
+
+class ComfyRuntime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.client = ComfyClient(settings.base_url, settings.http_timeout)
+        self.process = ComfyProcess(settings) if settings.manages_process else None
+        self.events = EventStream(self.client.ws_url, reconnect_max=settings.ws_reconnect_max)
+        self.boot_error: str | None = None
+        self.boot_seconds: float | None = None
+        self._catalogue: dict[str, Any] | None = None
+        self._catalogue_generation = -1
+        if self.process is not None:
+            self.process.add_exit_listener(self._on_exit)
+
+    # --- start-up -------------------------------------------------------------------------------
+    def boot(self) -> bool:
+        """Start (or find) ComfyUI and wait until it answers. Never raises: a failure is kept for the first job."""
+        started = time.monotonic()
+        try:
+            if self.process is not None:
+                self.process.start()
+                ready = self.process.wait_ready(self.settings.comfyui_start_timeout)
+            else:
+                ready = self._wait_attached(self.settings.comfyui_start_timeout)
+        except OSError as exc:
+            self.boot_error = str(exc)
+            log.error("ComfyUI could not be started: %s", exc)
+            return False
+        self.boot_seconds = time.monotonic() - started
+        if not ready:
+            self.boot_error = self._not_ready_reason()
+            log.error("ComfyUI is not ready: %s", self.boot_error)
+            return False
+        self.boot_error = None
+        self.events.start()
+        self.events.wait_connected(10)
+        try:
+            self.catalogue()  # warm: the first job should not pay for reading 1-2 MB of node definitions
+        except WorkerError as exc:
+            log.warning("%s", exc.message)
+        log.info("ComfyUI ready in %.2f s at %s", self.boot_seconds, self.settings.base_url)
+        return True
+
+    def _wait_attached(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.client.system_stats(timeout=2)
+                return True
+            except ComfyUnavailable:
+                time.sleep(0.2)
+        return False
+
+    def _not_ready_reason(self) -> str:
+        if self.process is None:
+            return f"no answer from {self.settings.base_url}"
+        if not self.process.is_alive():
+            return f"ComfyUI exited with code {self.process.last_exit_code} during start-up"
+        return f"ComfyUI did not answer within {self.settings.comfyui_start_timeout:.0f} s"
+
+    def _on_exit(self, code: int) -> None:
+        self.events.broadcast(Event(COMFY_EXITED, {"exit_code": code}))
+        self.events.drop_connection()
+
+    # --- per job --------------------------------------------------------------------------------
+    def unavailable(self, reason: str, **details: object) -> WorkerError:
+        tail = self.process.log_tail(30) if self.process else []
+        return WorkerError(ErrorCode.COMFYUI_UNAVAILABLE, reason, {**details, "log_tail": tail})
+
+    def _ready_now(self) -> bool:
+        if self.process is not None:
+            return self.process.is_ready()
+        try:
+            self.client.system_stats(timeout=5)
+            return True
+        except ComfyUnavailable:
+            return False
+
+    def ensure_ready(self) -> None:
+        """Raise COMFYUI_UNAVAILABLE unless ComfyUI answers and the event stream is connected."""
+        if not self._ready_now():
+            if self.process is not None and self.process.is_alive():
+                # Still starting or restarting: wait, but not longer than a boot is allowed to take.
+                limit = self.settings.comfyui_start_timeout if self.boot_error is None else 5.0
+                self.process.wait_until_ready(limit)
+            if not self._ready_now():
+                raise self.unavailable(f"ComfyUI is not available: {self.boot_error or self._not_ready_reason()}")
+        self.boot_error = None
+        if not self.events.wait_connected(10):
+            raise self.unavailable("could not open ComfyUI's websocket")
+
+    async def ensure_ready_async(self) -> None:
+        await asyncio.to_thread(self.ensure_ready)
+
+    def catalogue(self) -> dict[str, Any]:
+        """ComfyUI's /object_info, fetched once per ComfyUI boot (custom nodes only change with a restart)."""
+        generation = self.process.generation if self.process else 0
+        if self._catalogue is None or generation != self._catalogue_generation:
+            try:
+                self._catalogue = self.client.object_info()
+            except ComfyUnavailable as exc:
+                raise self.unavailable(f"could not read ComfyUI's node catalogue: {exc}") from exc
+            self._catalogue_generation = generation
+        return self._catalogue
+
+    def is_alive(self) -> bool:
+        if self.process is not None:
+            return self.process.is_alive()
+        return self._ready_now()
+
+    @property
+    def local_files(self) -> bool:
+        """Whether ComfyUI's folders are this machine's folders (then files are read and removed on disk)."""
+        s = self.settings
+        return self.process is not None or bool(s.comfyui_output_dir or s.comfyui_input_dir)
+
+    @property
+    def folders(self) -> dict[str, Path]:
+        s = self.settings
+        return {"input": s.input_dir, "output": s.output_dir, "temp": s.temp_dir}
+
+    def shutdown(self) -> None:
+        self.events.stop()
+        if self.process is not None:
+            self.process.stop()
+        self.client.close()

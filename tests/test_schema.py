@@ -1,0 +1,62 @@
+import json
+
+import pytest
+
+from comfy_worker.errors import ErrorCode, WorkerError
+from comfy_worker.schema import parse_job_input
+
+WF = {"1": {"class_type": "EmptyImage", "inputs": {}}}
+
+
+def fields(err: WorkerError) -> dict[str, str]:
+    return {e["field"]: e["problem"] for e in err.details["errors"]}
+
+
+def test_minimal_input_is_accepted():
+    parsed = parse_job_input({"workflow": WF})
+    assert parsed.workflow == WF
+    assert parsed.images == []
+
+
+def test_worker_comfyui_shape_is_accepted():
+    parsed = parse_job_input({"workflow": WF, "images": [{"name": "a.png", "image": "aGVsbG8="}]})
+    assert parsed.images[0].name == "a.png"
+
+
+@pytest.mark.parametrize("raw, field, fragment", [
+    ({}, "workflow", "required"),
+    ({"workflow": WF, "extra": 1}, "extra", "unknown field"),
+    ({"workflow": {}}, "workflow", "at least one node"),
+    ({"workflow": "not a dict"}, "workflow", "dictionary"),
+    ({"workflow": WF, "images": [{"name": "../x.png", "image": "aGk="}]}, "images[0].name", "plain file name"),
+    ({"workflow": WF, "images": [{"name": "x.png"}]}, "images[0].image", "required"),
+    ({"workflow": WF, "images": [{"name": "x.png", "image": "aGk=", "type": "png"}]}, "images[0].type",
+     "unknown field"),
+])
+def test_every_problem_names_its_field(raw, field, fragment):
+    with pytest.raises(WorkerError) as info:
+        parse_job_input(raw)
+    err = info.value
+    assert err.code is ErrorCode.INVALID_INPUT
+    assert field in fields(err), fields(err)
+    assert fragment in fields(err)[field].lower()
+    assert field in err.message
+
+
+def test_non_object_input():
+    with pytest.raises(WorkerError) as info:
+        parse_job_input(["workflow"])
+    assert info.value.details["errors"][0]["field"] == "input"
+
+
+def test_several_problems_reported_together():
+    with pytest.raises(WorkerError) as info:
+        parse_job_input({"images": [{"name": "/etc/passwd", "image": ""}], "bogus": True})
+    assert {"workflow", "images[0].name", "images[0].image", "bogus"} <= set(fields(info.value))
+
+
+def test_error_string_is_json_with_code():
+    err = WorkerError(ErrorCode.INVALID_INPUT, "bad", {"errors": []})
+    payload = json.loads(err.to_error_string("job-1"))
+    assert payload == {"code": "INVALID_INPUT", "message": "bad", "retryable": False,
+                       "details": {"errors": []}, "job_id": "job-1"}
