@@ -1,0 +1,96 @@
+"""Run one job (test_input.json by default) through the worker, exactly as RunPod's local test server does,
+and save every output to a folder.
+
+ComfyUI: with COMFYUI_DIR (a ComfyUI checkout; COMFYUI_PYTHON = its interpreter) or COMFYUI_URL, the real
+one; with neither, the ComfyUI emulator the test suite uses stands in, so the command works anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+
+from comfy_worker.localserver import LocalWorkerServer, free_port  # noqa: E402
+
+
+def comfy_env(workdir: Path) -> tuple[dict[str, str], str]:
+    env: dict[str, str] = {}
+    if os.environ.get("COMFYUI_URL"):
+        return env, f"ComfyUI at {os.environ['COMFYUI_URL']}"
+    if os.environ.get("COMFYUI_DIR"):
+        if "COMFYUI_EXTRA_ARGS" not in os.environ and not shutil.which("nvidia-smi"):
+            env["COMFYUI_EXTRA_ARGS"] = "--cpu"
+        where = os.environ["COMFYUI_DIR"]
+        label = f"ComfyUI from {where}"
+    else:
+        from tests.emulator import make_fake_comfyui_dir
+
+        where = str(make_fake_comfyui_dir(workdir / "comfyui"))
+        env["COMFYUI_DIR"] = where
+        label = "the ComfyUI emulator (set COMFYUI_DIR to use a real ComfyUI)"
+    env.setdefault("COMFYUI_PORT", str(free_port()))
+    # Keep the run's files out of the ComfyUI checkout.
+    for name, sub in (("COMFYUI_INPUT_DIR", "input"), ("COMFYUI_OUTPUT_DIR", "output"), ("COMFYUI_TEMP_DIR", "")):
+        env.setdefault(name, os.environ.get(name) or str(workdir / sub))
+    return env, label
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--input", default=str(ROOT / "test_input.json"), help="job file with an 'input' key")
+    parser.add_argument("--out", default=str(ROOT / "outputs"), help="folder for the outputs")
+    args = parser.parse_args()
+
+    job = json.loads(Path(args.input).read_text())
+    out_dir = Path(args.out)
+    with tempfile.TemporaryDirectory(prefix="comfy-worker-run-") as tmp:
+        env, label = comfy_env(Path(tmp))
+        print(f"worker: starting against {label} ...", flush=True)
+        log_path = Path(tmp) / "worker.log"
+        with open(log_path, "wb") as log_file:
+            try:
+                with LocalWorkerServer(env, log_file=log_file) as server:
+                    print(f"worker: local API server at {server.url}; POST /runsync {args.input}", flush=True)
+                    answer = server.runsync(job["input"])
+            except (RuntimeError, TimeoutError) as exc:
+                print(f"worker: {exc}\n--- worker log ---\n{log_path.read_text()[-4000:]}", file=sys.stderr)
+                return 2
+        status = answer.get("status")
+        print(f"status: {status}")
+        if status != "COMPLETED":
+            error = answer.get("error")
+            try:
+                error = json.loads(error)
+            except (TypeError, ValueError):
+                pass
+            print(json.dumps(error, indent=2))
+            return 1
+        output = answer["output"]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for item in output["outputs"]:
+            size = f"{item.get('width')}x{item.get('height')}" if item.get("width") else ""
+            if item.get("data"):
+                target = out_dir / item["filename"]
+                target.write_bytes(base64.b64decode(item["data"]))
+                where = str(target)
+            else:
+                where = item.get("url") or repr(item.get("text"))
+            print(f"  node {item['node_id']:>4}  {item['kind']:<9} {item['mime_type']:<22} {item['size']:>9} B "
+                  f"{size:>9}  sha256 {item['sha256'][:12]}  -> {where}")
+        print("timings:", json.dumps(output["timings"]))
+        for warning in output.get("warnings", []):
+            print("warning:", warning)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
