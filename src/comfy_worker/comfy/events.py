@@ -220,7 +220,8 @@ class EventStream:
             elif opcode == websocket.ABNF.OPCODE_BINARY:
                 event = parse_binary_frame(payload)
             elif opcode == websocket.ABNF.OPCODE_CLOSE:
-                log.warning("websocket closed by ComfyUI")
+                if not self._stop.is_set():
+                    log.warning("websocket closed by ComfyUI")
                 return
             else:
                 continue
