@@ -75,6 +75,11 @@ class ComfyProcess:
     def is_ready(self) -> bool:
         return self._ready.is_set() and self.is_alive()
 
+    def will_restart(self) -> bool:
+        """Whether a ComfyUI that is down now is (or will shortly be) started again by the supervisor."""
+        return (self.settings.comfyui_restart and not self._stopping and self._supervisor is not None
+                and self._supervisor.is_alive())
+
     def log_tail(self, lines: int = 40) -> list[str]:
         return list(self._log)[-lines:]
 

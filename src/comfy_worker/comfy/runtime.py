@@ -74,7 +74,7 @@ class ComfyRuntime:
         if self.process is None:
             return f"no answer from {self.settings.base_url}"
         if not self.process.is_alive():
-            return f"ComfyUI exited with code {self.process.last_exit_code} during start-up"
+            return f"ComfyUI exited with code {self.process.last_exit_code}"
         return f"ComfyUI did not answer within {self.settings.comfyui_start_timeout:.0f} s"
 
     def _on_exit(self, code: int) -> None:
@@ -98,7 +98,7 @@ class ComfyRuntime:
     def ensure_ready(self) -> None:
         """Raise COMFYUI_UNAVAILABLE unless ComfyUI answers and the event stream is connected."""
         if not self._ready_now():
-            if self.process is not None and self.process.is_alive():
+            if self.process is not None and (self.process.is_alive() or self.process.will_restart()):
                 # Still starting or restarting: wait, but not longer than a boot is allowed to take.
                 limit = self.settings.comfyui_start_timeout if self.boot_error is None else 5.0
                 self.process.wait_until_ready(limit)
