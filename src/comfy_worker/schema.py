@@ -49,7 +49,13 @@ class OutputConfig(_Strict):
 
 
 class ExecutionConfig(_Strict):
-    pass
+    randomize_seeds: bool = Field(False, description="Give every seed input (seed, noise_seed, or flagged "
+                                  "control_after_generate) a fresh random value within its range. Seeds set in "
+                                  "`inputs` are kept.")
+    output_nodes: list[str] | None = Field(None, description="Run only these output nodes (and what they need); "
+                                           "each must exist and be an output node.", min_length=1)
+    dry_run: bool = Field(False, description="Convert, apply `inputs` and run the pre-flight check only; return "
+                          "the resolved API graph and the report without running anything.")
 
 
 class JobInput(_Strict):
@@ -58,6 +64,9 @@ class JobInput(_Strict):
     workflow: dict[str, Any] = Field(description="The workflow in ComfyUI's API format (node id -> node).")
     images: list[InputImage] = Field(default_factory=list,
                                      description="Input images, uploaded to ComfyUI before the run.")
+    inputs: dict[str, Any] | list[dict[str, Any]] | None = Field(
+        None, description="Node input values keyed `\"<node id>.<input>\"` or `\"<node title>.<input>\"`; a list "
+                          "of such objects queues one run per set (a batch). See docs/workflows.md.")
     output_config: OutputConfig = Field(default_factory=OutputConfig)
     execution_config: ExecutionConfig = Field(default_factory=ExecutionConfig)
 

@@ -76,6 +76,19 @@ class Settings(BaseModel):
     # --- Logging ---------------------------------------------------------------------------------
     log_level: str = _env("LOG_LEVEL", "Log level of the worker (`DEBUG`, `INFO`, `WARNING`, `ERROR`).", "INFO")
 
+    # --- Workflow policy ---------------------------------------------------------------------------
+    node_allowlist: str = _env("NODE_ALLOWLIST", "Comma-separated node types a workflow may use; empty allows all.",
+                               "")
+    node_denylist: str = _env("NODE_DENYLIST", "Comma-separated node types a workflow may not use.", "")
+    max_nodes: int | None = _env("MAX_NODES", "Most nodes in one workflow (after conversion). Unset: no limit.",
+                                 None, ge=1)
+    max_pixels: int | None = _env("MAX_PIXELS", "Most pixels one node may be asked for (width x height x batch x "
+                                  "frames). Unset: no limit.", None, ge=1)
+    max_steps: int | None = _env("MAX_STEPS", "Highest `steps` value a sampler may be given. Unset: no limit.",
+                                 None, ge=1)
+    max_frames: int | None = _env("MAX_FRAMES", "Most video frames (`length`, `frames`, ...) a node may be asked "
+                                  "for. Unset: no limit.", None, ge=1)
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:

@@ -1,0 +1,708 @@
+"""UI-format workflows (what the web app saves) converted to the API format that ``POST /prompt`` takes.
+
+The result is the graph the web app itself queues (its ``graphToPrompt``): widget values mapped to input
+names through the catalogue's ``input_order``, links resolved through legacy ``Reroute`` nodes, bypassed
+nodes and subgraphs (ids ``outer:inner``), ``PrimitiveNode`` values copied into their targets, muted and
+frontend-only nodes left out, and every node titled in ``_meta.title``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..errors import ErrorCode, WorkerError
+from . import catalogue as cat
+
+log = logging.getLogger(__name__)
+
+MODE_NEVER = 2
+MODE_BYPASS = 4
+# Nodes that exist only in the web app: they never reach the server.
+VIRTUAL_TYPES = frozenset({"PrimitiveNode", "Reroute", "Note", "MarkdownNote"})
+SUBGRAPH_INPUT_ID = "-10"
+SUBGRAPH_OUTPUT_ID = "-20"
+_SAVE_PREFIX_NAME = "filename_prefix"
+
+
+def is_ui_workflow(workflow: Any) -> bool:
+    """A UI workflow has a top-level ``nodes`` list and ``links``; an API graph is keyed by node id."""
+    return isinstance(workflow, dict) and isinstance(workflow.get("nodes"), list) and "links" in workflow
+
+
+def to_api_workflow(workflow: dict[str, Any], object_info: dict[str, Any], *,
+                    rng: random.Random | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """The API-format graph for either format (API graphs are returned as a shallow-checked copy)."""
+    if is_ui_workflow(workflow):
+        return convert_ui_workflow(workflow, object_info, rng=rng, now=now)
+    if not isinstance(workflow, dict) or not workflow:
+        raise WorkerError(ErrorCode.INVALID_WORKFLOW, "workflow: must be a non-empty object",
+                          {"field": "workflow"})
+    out: dict[str, Any] = {}
+    for node_id, node in workflow.items():
+        if not isinstance(node, dict):
+            raise WorkerError(ErrorCode.INVALID_WORKFLOW,
+                              f"workflow: node {node_id!r} must be an object with class_type and inputs",
+                              {"node_id": str(node_id)})
+        copy = dict(node)
+        if isinstance(copy.get("inputs"), dict):
+            copy["inputs"] = dict(copy["inputs"])
+        out[str(node_id)] = copy
+    return out
+
+
+def conversion_error(node: dict[str, Any] | None, problem: str, path: tuple[str, ...] = ()) -> WorkerError:
+    """An INVALID_WORKFLOW error naming the node (id, type, title) and what could not be converted."""
+    details: dict[str, Any] = {"problem": problem}
+    if node is not None:
+        node_id = ":".join([*path, str(node.get("id"))])
+        details.update(node_id=node_id, node_type=node.get("type"), node_title=node.get("title"))
+        where = f"node {node_id} ({node.get('type')}" + (f", {node.get('title')!r}" if node.get("title") else "") + ")"
+        message = f"cannot convert the UI workflow: {where}: {problem}"
+    else:
+        message = f"cannot convert the UI workflow: {problem}"
+    return WorkerError(ErrorCode.INVALID_WORKFLOW, message, details)
+
+
+# ------------------------------------------------------------------------------------------------
+# Graph model
+
+
+@dataclass(frozen=True)
+class _Link:
+    origin_id: str
+    origin_slot: int
+    target_id: str
+    target_slot: int
+    type: Any
+
+
+@dataclass
+class _Graph:
+    nodes: dict[str, dict[str, Any]]
+    links: dict[str, _Link]
+    definition: dict[str, Any] | None = None  # the subgraph definition, for graphs inside a subgraph
+
+
+def _parse_links(raw: Any) -> dict[str, _Link]:
+    links: dict[str, _Link] = {}
+    for item in raw or []:
+        if isinstance(item, list) and len(item) >= 5:
+            link_id, origin, oslot, target, tslot = item[:5]
+            ltype = item[5] if len(item) > 5 else None
+        elif isinstance(item, dict):
+            link_id, origin, oslot = item.get("id"), item.get("origin_id"), item.get("origin_slot")
+            target, tslot, ltype = item.get("target_id"), item.get("target_slot"), item.get("type")
+        else:
+            continue
+        try:
+            links[str(link_id)] = _Link(str(origin), int(oslot), str(target), int(tslot), ltype)
+        except (TypeError, ValueError):
+            raise conversion_error(None, f"link {link_id!r} has a malformed slot index") from None
+    return links
+
+
+def _graph(raw: dict[str, Any], definition: dict[str, Any] | None = None) -> _Graph:
+    nodes: dict[str, dict[str, Any]] = {}
+    for node in raw.get("nodes") or []:
+        if not isinstance(node, dict) or "id" not in node:
+            raise conversion_error(None, "a node entry has no id")
+        nodes[str(node["id"])] = node
+    return _Graph(nodes, _parse_links(raw.get("links")), definition)
+
+
+@dataclass
+class _Dto:
+    """One node at one place in the flattened graph (the web app's ExecutableNodeDTO)."""
+
+    node: dict[str, Any]
+    graph: _Graph
+    path: tuple[str, ...]
+    instance: _Dto | None  # the subgraph instance that contains this node
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    subgraph: _Graph | None = None  # set when this node is a subgraph instance
+    group: dict[str, Any] | None = None  # set for inner nodes of a legacy group node
+
+    @property
+    def id(self) -> str:
+        return ":".join([*self.path, str(self.node["id"])])
+
+    @property
+    def mode(self) -> int:
+        mode = self.node.get("mode", 0)
+        return mode if isinstance(mode, int) else 0
+
+    @property
+    def type(self) -> str:
+        return str(self.node.get("type"))
+
+
+_Resolved = tuple[str, Any]  # ("link", (exec_id, slot)) or ("value", value)
+
+
+class _Converter:
+    def __init__(self, ui: dict[str, Any], object_info: dict[str, Any], rng: random.Random,
+                 now: datetime) -> None:
+        self.ui = ui
+        self.object_info = object_info
+        self.rng = rng
+        self.now = now
+        definitions = (ui.get("definitions") or {}).get("subgraphs") or []
+        self.subgraphs: dict[str, dict[str, Any]] = {
+            str(d.get("id")): d for d in definitions if isinstance(d, dict)}
+        self.group_nodes: dict[str, Any] = (ui.get("extra") or {}).get("groupNodes") or {}
+        self.dtos: dict[str, _Dto] = {}
+        self.subgraph_graphs: dict[str, _Graph] = {}
+        # PrimitiveNode values pushed into their targets: (id(graph), node id) -> {widget: value}
+        self.primitive_values: dict[tuple[int, str], dict[str, Any]] = {}
+        self.root = _graph(ui)
+
+    # --- flattening -------------------------------------------------------------------------------
+    def flatten(self) -> None:
+        for node in _execution_order(self.root):
+            self._add(node, self.root, (), None, depth=0)
+
+    def _subgraph_graph(self, sg_id: str) -> _Graph:
+        if sg_id not in self.subgraph_graphs:
+            self.subgraph_graphs[sg_id] = _graph(self.subgraphs[sg_id], self.subgraphs[sg_id])
+        return self.subgraph_graphs[sg_id]
+
+    def _add(self, node: dict[str, Any], graph: _Graph, path: tuple[str, ...], instance: _Dto | None,
+             depth: int) -> None:
+        dto = _Dto(node, graph, path, instance, inputs=list(node.get("inputs") or []))
+        node_type = dto.type
+        if node_type in self.subgraphs:
+            if depth > 32:
+                raise conversion_error(node, "subgraphs nest more than 32 levels (a subgraph contains itself?)",
+                                       path)
+            definition = self.subgraphs[node_type]
+            dto.subgraph = self._subgraph_graph(node_type)
+            dto.inputs = _instance_inputs(node, definition)
+            self.dtos[dto.id] = dto
+            inner_path = (*path, str(node["id"]))
+            for inner in _execution_order(dto.subgraph):
+                self._add(inner, dto.subgraph, inner_path, dto, depth + 1)
+            return
+        if _group_name(node_type) is not None:
+            self._add_group(dto)
+            return
+        self.dtos[dto.id] = dto
+
+    def _add_group(self, dto: _Dto) -> None:
+        name = _group_name(dto.type)
+        definition = self.group_nodes.get(name) if name is not None else None
+        if not isinstance(definition, dict):
+            raise conversion_error(dto.node, f"group node definition {name!r} is missing from extra.groupNodes",
+                                   dto.path)
+        self.dtos[dto.id] = dto
+        dto.group = definition
+        _expand_group(self, dto, definition)
+
+    # --- primitives -------------------------------------------------------------------------------
+    def apply_primitives(self) -> None:
+        graphs = [self.root, *[self._subgraph_graph(s) for s in self.subgraphs]]
+        for graph in graphs:
+            for node in graph.nodes.values():
+                if node.get("type") != "PrimitiveNode" or node.get("mode", 0) == MODE_NEVER:
+                    continue
+                values = node.get("widgets_values")
+                if not isinstance(values, list) or not values:
+                    continue
+                value = values[0]
+                for output in node.get("outputs") or []:
+                    for link_id in output.get("links") or []:
+                        link = graph.links.get(str(link_id))
+                        if link is None:
+                            continue
+                        target = graph.nodes.get(link.target_id)
+                        if target is None:
+                            continue
+                        inputs = target.get("inputs") or []
+                        if link.target_slot >= len(inputs):
+                            continue
+                        widget = inputs[link.target_slot].get("widget") or {}
+                        name = widget.get("name") or inputs[link.target_slot].get("name")
+                        if name:
+                            self.primitive_values.setdefault((id(graph), link.target_id), {})[name] = value
+
+    # --- link resolution --------------------------------------------------------------------------
+    def resolve_input(self, dto: _Dto, slot: int, visited: set[str], want_type: Any = None) -> _Resolved | None:
+        key = f"{id(dto.graph)}:{dto.id}[I]{slot}"
+        if key in visited:
+            raise conversion_error(dto.node, f"circular link resolution at input {slot}", dto.path)
+        visited.add(key)
+        if slot < 0 or slot >= len(dto.inputs):
+            raise conversion_error(dto.node, f"no input slot {slot}", dto.path)
+        outer = dto.inputs[slot].get("_outer")
+        if outer is not None:
+            return self.resolve_input(outer[0], outer[1], visited, want_type)
+        link_id = dto.inputs[slot].get("link")
+        if link_id is None:
+            return None
+        link = dto.graph.links.get(str(link_id))
+        if link is None:
+            if dto.group is not None:
+                return None
+            raise conversion_error(dto.node, f"input {dto.inputs[slot].get('name')!r} refers to link {link_id}, "
+                                   "which the workflow does not contain", dto.path)
+        if dto.instance is not None and link.origin_id == SUBGRAPH_INPUT_ID:
+            return self._resolve_from_instance_input(dto, link)
+        origin = dto.graph.nodes.get(link.origin_id)
+        if origin is None:
+            raise conversion_error(dto.node, f"input {dto.inputs[slot].get('name')!r} is linked to node "
+                                   f"{link.origin_id}, which does not exist", dto.path)
+        origin_dto = self.dtos.get(":".join([*dto.path, link.origin_id]))
+        if origin_dto is None:
+            raise conversion_error(origin, "node could not be placed in the graph", dto.path)
+        return self.resolve_output(origin_dto, link.origin_slot,
+                                   want_type if want_type is not None else dto.inputs[slot].get("type"), visited)
+
+    def _resolve_from_instance_input(self, dto: _Dto, link: _Link) -> _Resolved | None:
+        instance = dto.instance
+        assert instance is not None
+        if link.origin_slot >= len(instance.inputs):
+            raise conversion_error(instance.node, f"subgraph input {link.origin_slot} does not exist",
+                                   instance.path)
+        outer = instance.inputs[link.origin_slot]
+        if outer.get("link") is None:
+            found, value = self.promoted_value(instance, link.origin_slot)
+            return ("value", value) if found else None
+        return self.resolve_input(instance, link.origin_slot, set())
+
+    def resolve_output(self, dto: _Dto, slot: int, want_type: Any, visited: set[str]) -> _Resolved | None:
+        key = f"{id(dto.graph)}:{dto.id}[O]{slot}"
+        if key in visited:
+            raise conversion_error(dto.node, f"circular link resolution at output {slot}", dto.path)
+        visited.add(key)
+        if dto.mode == MODE_BYPASS:
+            index = _bypass_slot_index(dto, slot, want_type)
+            if index == -1:
+                log.debug("bypassed node %s has no input matching type %s; link dropped", dto.id, want_type)
+                return None
+            return self.resolve_input(dto, index, visited)
+        if dto.subgraph is not None:
+            return self._resolve_subgraph_output(dto, slot, want_type, visited)
+        if dto.group is not None and dto.node.get("_group_outputs") is not None:
+            mapping = dto.node["_group_outputs"]
+            if slot >= len(mapping):
+                return None
+            inner_dto = self.dtos[mapping[slot][0]]
+            return self.resolve_output(inner_dto, mapping[slot][1], want_type, visited)
+        if dto.type in VIRTUAL_TYPES or dto.type == "PrimitiveNode":
+            if slot < len(dto.inputs):
+                return self.resolve_input(dto, slot, visited, want_type)
+            return None
+        return ("link", (dto.id, slot))
+
+    def _resolve_subgraph_output(self, dto: _Dto, slot: int, want_type: Any,
+                                 visited: set[str]) -> _Resolved | None:
+        assert dto.subgraph is not None and dto.subgraph.definition is not None
+        outputs = dto.subgraph.definition.get("outputs") or []
+        if slot >= len(outputs):
+            raise conversion_error(dto.node, f"subgraph output {slot} does not exist", dto.path)
+        link_ids = outputs[slot].get("linkIds") or []
+        if not link_ids:
+            return None
+        link = dto.subgraph.links.get(str(link_ids[0]))
+        if link is None:
+            raise conversion_error(dto.node, f"subgraph output {outputs[slot].get('name')!r} refers to a "
+                                   "missing link", dto.path)
+        if link.origin_id == SUBGRAPH_INPUT_ID:
+            # An input wired straight through to an output.
+            if link.origin_slot < len(dto.inputs) and dto.inputs[link.origin_slot].get("link") is None:
+                found, value = self.promoted_value(dto, link.origin_slot)
+                return ("value", value) if found else None
+            return self.resolve_input(dto, link.origin_slot, visited)
+        inner = self.dtos.get(":".join([*dto.path, str(dto.node["id"]), link.origin_id]))
+        if inner is None:
+            raise conversion_error(dto.node, f"subgraph output {outputs[slot].get('name')!r} comes from node "
+                                   f"{link.origin_id}, which the subgraph does not contain", dto.path)
+        return self.resolve_output(inner, link.origin_slot, want_type, visited)
+
+    # --- promoted widgets -------------------------------------------------------------------------
+    def promoted_value(self, instance: _Dto, input_index: int) -> tuple[bool, Any]:
+        """The value of a subgraph instance's promoted widget for one of its inputs, if it has one."""
+        assert instance.subgraph is not None and instance.subgraph.definition is not None
+        promoted = self._promoted_inputs(instance)
+        name = instance.inputs[input_index].get("name")
+        if input_index not in promoted:
+            return False, None
+        named = instance.node.get("widgets_values_named")
+        if isinstance(named, dict) and name in named:
+            return True, named[name]
+        values = instance.node.get("widgets_values")
+        if isinstance(values, list):
+            compensate = len(values) > len(promoted)
+            pos = 0
+            for idx, has_control in promoted.items():
+                if idx == input_index:
+                    if pos < len(values) and values[pos] is not None:
+                        return True, values[pos]
+                    break
+                pos += 2 if (compensate and has_control) else 1
+        return self._interior_value(instance, input_index)
+
+    def _promoted_inputs(self, instance: _Dto) -> dict[int, bool]:
+        """Input index -> whether its interior widget has a control_after_generate companion."""
+        cached = instance.node.get("_promoted")
+        if cached is not None:
+            return cached
+        assert instance.subgraph is not None and instance.subgraph.definition is not None
+        result: dict[int, bool] = {}
+        for index, sg_input in enumerate(instance.subgraph.definition.get("inputs") or []):
+            target = self._interior_widget(instance.subgraph, sg_input)
+            if target is not None:
+                result[index] = target[2]
+        instance.node["_promoted"] = result
+        return result
+
+    def _interior_widget(self, graph: _Graph, sg_input: dict[str, Any]) -> tuple[dict[str, Any], str, bool] | None:
+        for link_id in sg_input.get("linkIds") or []:
+            link = graph.links.get(str(link_id))
+            if link is None:
+                continue
+            node = graph.nodes.get(link.target_id)
+            if node is None:
+                continue
+            inputs = node.get("inputs") or []
+            if link.target_slot >= len(inputs):
+                continue
+            target_input = inputs[link.target_slot]
+            widget = target_input.get("widget")
+            node_type = str(node.get("type"))
+            if widget and node_type in self.subgraphs:
+                nested = self._subgraph_graph(node_type)
+                for inner_input in (nested.definition or {}).get("inputs") or []:
+                    if inner_input.get("name") == target_input.get("name"):
+                        found = self._interior_widget(nested, inner_input)
+                        if found is not None:
+                            return found
+                continue
+            if widget:
+                info = cat.class_info(self.object_info, node_type)
+                has_control = False
+                if info is not None:
+                    for spec in cat.declared_inputs(info):
+                        if spec.name == widget.get("name"):
+                            has_control = cat.has_seed_control(spec)
+                return node, str(widget.get("name")), has_control
+        return None
+
+    def _interior_value(self, instance: _Dto, input_index: int) -> tuple[bool, Any]:
+        assert instance.subgraph is not None and instance.subgraph.definition is not None
+        sg_input = (instance.subgraph.definition.get("inputs") or [])[input_index]
+        found = self._interior_widget(instance.subgraph, sg_input)
+        if found is None:
+            return False, None
+        node, widget_name, _ = found
+        info = cat.class_info(self.object_info, str(node.get("type")))
+        if info is None:
+            return False, None
+        values, _ = cat.widget_values(info, node.get("widgets_values"))
+        if widget_name in values:
+            return True, values[widget_name]
+        return False, None
+
+    # --- output -----------------------------------------------------------------------------------
+    def build(self) -> dict[str, Any]:
+        output: dict[str, Any] = {}
+        for dto in list(self.dtos.values()):
+            if dto.subgraph is not None or dto.group is not None and dto.node.get("_group_outputs") is not None:
+                continue
+            if dto.type in VIRTUAL_TYPES or dto.mode in (MODE_NEVER, MODE_BYPASS):
+                continue
+            output[dto.id] = self._node_entry(dto)
+        for entry in output.values():
+            for name, value in list(entry["inputs"].items()):
+                if isinstance(value, list) and len(value) == 2 and value[0] not in output:
+                    del entry["inputs"][name]
+        return output
+
+    def _node_entry(self, dto: _Dto) -> dict[str, Any]:
+        info = cat.class_info(self.object_info, dto.type)
+        inputs: dict[str, Any] = {}
+        if info is not None:
+            overrides = self.primitive_values.get((id(dto.graph), str(dto.node["id"])))
+            saved = dto.node.get("widgets_values")
+            if saved is not None and not isinstance(saved, (list, dict)):
+                raise conversion_error(dto.node, "widgets_values must be a list or an object", dto.path)
+            values, _ = cat.widget_values(info, saved, overrides)
+            for name, value in values.items():
+                spec = next((s for s in cat.declared_inputs(info) if s.name == name), None)
+                value = self._serialize(dto, name, spec, value)
+                inputs[name] = {"__value__": value} if isinstance(value, list) else value
+        elif isinstance(dto.node.get("widgets_values"), dict):
+            inputs.update(dto.node["widgets_values"])
+        for index, slot in enumerate(dto.inputs):
+            resolved = self.resolve_input(dto, index, set())
+            if resolved is None:
+                continue
+            kind, payload = resolved
+            name = slot.get("name")
+            if kind == "value":
+                inputs[name] = {"__value__": payload} if isinstance(payload, list) else payload
+            else:
+                inputs[name] = [str(payload[0]), int(payload[1])]
+        return {"inputs": inputs, "class_type": dto.type, "_meta": {"title": _title(dto.node, info)}}
+
+    def _serialize(self, dto: _Dto, name: str, spec: cat.InputSpec | None, value: Any) -> Any:
+        if spec is None or not isinstance(value, str):
+            return value
+        if spec.type == "STRING" and spec.options.get("dynamicPrompts"):
+            return dynamic_prompt(value, self.rng)
+        if name == _SAVE_PREFIX_NAME:
+            return self.text_replacements(value)
+        return value
+
+    def text_replacements(self, text: str) -> str:
+        """``%date:FORMAT%`` and ``%Title.widget%`` in save prefixes, as the web app expands them."""
+        def replace(match: re.Match[str]) -> str:
+            token = match.group(1)
+            if token.startswith("date:"):
+                return _format_date(token[5:], self.now)
+            parts = token.split(".")
+            if len(parts) != 2:
+                return match.group(0)
+            title, widget = parts
+            for node in self.root.nodes.values():
+                props = node.get("properties") or {}
+                if node.get("title") == title or props.get("Node name for S&R") == title:
+                    info = cat.class_info(self.object_info, str(node.get("type")))
+                    if info is None:
+                        continue
+                    values, _ = cat.widget_values(info, node.get("widgets_values"))
+                    if widget in values:
+                        return str(values[widget]).replace("/", "_").replace("\\", "_")
+            return match.group(0)
+
+        return re.sub(r"%([^%]+)%", replace, text)
+
+
+def convert_ui_workflow(ui: dict[str, Any], object_info: dict[str, Any], *,
+                        rng: random.Random | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """Convert a UI workflow (schema 0.4 or 1) to the API graph the web app would queue.
+
+    ``rng`` resolves ``{a|b}`` choices in dynamic-prompt text (the web app picks at random); ``now`` fills
+    ``%date:…%`` in save prefixes.
+    """
+    if not is_ui_workflow(ui):
+        raise conversion_error(None, "not a UI workflow (expected top-level 'nodes' and 'links')")
+    conv = _Converter(ui, object_info, rng or random.Random(), now or datetime.now())
+    conv.apply_primitives()
+    conv.flatten()
+    try:
+        return conv.build()
+    except RecursionError:
+        raise conversion_error(None, "links form a loop that cannot be resolved") from None
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _execution_order(graph: _Graph) -> list[dict[str, Any]]:
+    """Nodes in the saved execution order (``order``), falling back to file order."""
+    nodes = list(graph.nodes.values())
+    return sorted(nodes, key=lambda n: (n.get("order") if isinstance(n.get("order"), int) else 1 << 30))
+
+
+def _title(node: dict[str, Any], info: dict[str, Any] | None) -> str:
+    title = node.get("title")
+    if isinstance(title, str) and title:
+        return title
+    if info is not None and info.get("display_name"):
+        return str(info["display_name"])
+    return str(node.get("type"))
+
+
+def _instance_inputs(node: dict[str, Any], definition: dict[str, Any]) -> list[dict[str, Any]]:
+    """A subgraph instance has one input per subgraph input; the saved node lists only some of them."""
+    saved = list(node.get("inputs") or [])
+    used: set[int] = set()
+    result: list[dict[str, Any]] = []
+    for sg_input in definition.get("inputs") or []:
+        match = None
+        for i, item in enumerate(saved):
+            if i not in used and item.get("name") == sg_input.get("name"):
+                match = i
+                break
+        entry = {"name": sg_input.get("name"), "type": sg_input.get("type"), "link": None}
+        if match is not None:
+            used.add(match)
+            entry["link"] = saved[match].get("link")
+            if saved[match].get("widget"):
+                entry["widget"] = saved[match]["widget"]
+        result.append(entry)
+    return result
+
+
+def _types_compatible(a: Any, b: Any) -> bool:
+    """The web app's ``LiteGraph.isValidConnection`` for slot types."""
+    if not a or not b or a == b or a == "*" or b == "*" or a == 0 or b == 0:
+        return True
+    a_str, b_str = str(a).lower(), str(b).lower()
+    if a_str == b_str:
+        return True
+    if "," not in a_str and "," not in b_str:
+        return False
+    a_set = {t.strip() for t in a_str.split(",")}
+    b_set = {t.strip() for t in b_str.split(",")}
+    return bool(a_set & b_set) or "*" in a_set or "*" in b_set
+
+
+def _bypass_slot_index(dto: _Dto, slot: int, want_type: Any) -> int:
+    inputs = dto.inputs
+    if want_type in ("*", ""):
+        return slot if len(inputs) > slot else 0
+    outputs = dto.node.get("outputs") or []
+    output_type = outputs[slot].get("type") if slot < len(outputs) else None
+    if slot < len(inputs):
+        same = inputs[slot].get("type")
+        if _types_compatible(same, output_type) and _types_compatible(same, want_type):
+            return slot
+    for i, item in enumerate(inputs):
+        if item.get("type") == want_type:
+            return i
+    for i, item in enumerate(inputs):
+        if _types_compatible(item.get("type"), output_type) and _types_compatible(item.get("type"), want_type):
+            return i
+    return -1
+
+
+def _group_name(node_type: str) -> str | None:
+    for prefix in ("workflow>", "workflow/"):
+        if node_type.startswith(prefix):
+            return node_type[len(prefix):]
+    return None
+
+
+def _expand_group(conv: _Converter, dto: _Dto, definition: dict[str, Any]) -> None:
+    """Legacy group nodes: inner nodes become ``<group id>:<index>``; the group's inputs feed the inner
+    inputs that no inner link feeds, and its outputs are the inner outputs in order."""
+    inner_nodes = [n for n in definition.get("nodes") or [] if isinstance(n, dict)]
+    raw_links = definition.get("links") or []
+    internal_targets: set[tuple[int, int]] = set()
+    internal_sources: set[tuple[int, int]] = set()
+    link_map: dict[str, _Link] = {}
+    for n, item in enumerate(raw_links):
+        if not isinstance(item, list) or len(item) < 4:
+            continue
+        o, os_, t, ts = item[:4]
+        if o is None or t is None:
+            continue
+        link_map[f"g{n}"] = _Link(str(o), int(os_), str(t), int(ts), item[5] if len(item) > 5 else None)
+        internal_targets.add((int(t), int(ts)))
+        internal_sources.add((int(o), int(os_)))
+    externals = {(int(e[0]), int(e[1])) for e in definition.get("external") or [] if isinstance(e, list) and len(e) >= 2}
+    group_inputs = list(dto.node.get("inputs") or [])
+    group_values = dto.node.get("widgets_values")
+    graph = _Graph({}, dict(link_map))
+    path = (*dto.path, str(dto.node["id"]))
+    outputs_map: list[tuple[str, int]] = []
+    outer_input_index = 0
+    value_pos = 0
+    for index, raw in enumerate(inner_nodes):
+        inner = dict(raw)
+        inner["id"] = index
+        inner.setdefault("mode", dto.node.get("mode", 0))
+        info = cat.class_info(conv.object_info, str(inner.get("type")))
+        inputs: list[dict[str, Any]] = []
+        for slot, item in enumerate(inner.get("inputs") or []):
+            entry = dict(item)
+            entry["link"] = None
+            for key, link in link_map.items():
+                if int(link.target_id) == index and link.target_slot == slot:
+                    entry["link"] = key
+            if entry["link"] is None and not item.get("widget"):
+                if outer_input_index < len(group_inputs):
+                    entry["link"] = ("outer", outer_input_index)
+                outer_input_index += 1
+            inputs.append(entry)
+        inner["inputs"] = inputs
+        if isinstance(group_values, list) and info is not None:
+            _, slots = cat.widget_values(info, inner.get("widgets_values"))
+            count = len(slots)
+            if value_pos + count <= len(group_values):
+                inner["widgets_values"] = group_values[value_pos:value_pos + count]
+            value_pos += count
+        graph.nodes[str(index)] = inner
+        for out_slot, _ in enumerate(inner.get("outputs") or []):
+            if (index, out_slot) in externals or (index, out_slot) not in internal_sources:
+                outputs_map.append((":".join([*path, str(index)]), out_slot))
+    dto.node = dict(dto.node)
+    dto.node["_group_outputs"] = outputs_map
+    conv.dtos[dto.id] = dto
+    for inner in graph.nodes.values():
+        inputs = []
+        for entry in inner["inputs"]:
+            link = entry.get("link")
+            if isinstance(link, tuple):
+                # Fed from outside: resolved through the group node's own input slot.
+                entry = {**entry, "link": None, "_outer": (dto, link[1])}
+            inputs.append(entry)
+        inner_dto = _Dto(inner, graph, path, None, inputs=inputs)
+        inner_dto.group = definition
+        conv.dtos[inner_dto.id] = inner_dto
+
+
+def dynamic_prompt(text: str, rng: random.Random) -> str:
+    """The web app's dynamic prompts: strip ``/* */`` and ``//`` comments, then pick one choice from each
+    ``{a|b|c}`` (nested allowed); a backslash escapes the next character."""
+    text = re.sub(r"/\*[\s\S]*?\*/|//.*", "", text)
+    pos = 0
+
+    def parse() -> str:
+        nonlocal pos
+        current = ""
+        while pos < len(text):
+            ch = text[pos]
+            pos += 1
+            if ch == "\\":
+                if pos < len(text):
+                    current += text[pos]
+                    pos += 1
+            elif ch == "{":
+                current += parse_choice()
+            else:
+                current += ch
+        return current
+
+    def parse_choice() -> str:
+        nonlocal pos
+        options: list[str] = []
+        current = ""
+        while pos < len(text):
+            ch = text[pos]
+            pos += 1
+            if ch == "\\":
+                if pos < len(text):
+                    current += text[pos]
+                    pos += 1
+            elif ch == "{":
+                current += parse_choice()
+            elif ch == "|":
+                options.append(current)
+                current = ""
+            elif ch == "}":
+                options.append(current)
+                return rng.choice(options)
+            else:
+                current += ch
+        options.append(current)
+        return "{" + "|".join(options)
+
+    return parse()
+
+
+def _format_date(fmt: str, now: datetime) -> str:
+    """The web app's date tokens (yyyy, yy, MM, M, dd, d, hh, h, mm, m, ss, s)."""
+    tokens = {
+        "yyyy": f"{now.year:04d}", "yy": f"{now.year % 100:02d}", "MM": f"{now.month:02d}", "M": str(now.month),
+        "dd": f"{now.day:02d}", "d": str(now.day), "hh": f"{now.hour:02d}", "h": str(now.hour),
+        "mm": f"{now.minute:02d}", "m": str(now.minute), "ss": f"{now.second:02d}", "s": str(now.second),
+    }
+    return re.sub(r"yyyy|yy|MM|M|dd|d|hh|h|mm|m|ss|s", lambda m: tokens[m.group(0)], fmt)

@@ -1,0 +1,157 @@
+"""The request's ``inputs``: node inputs set by ``"<node id>.<input>"`` or ``"<title>.<input>"`` without editing
+the graph; media values found for staging; seeds randomised on request."""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ErrorCode, WorkerError
+from . import catalogue as cat
+
+_BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]+$")
+_MEDIA_PREFIXES = ("data:", "http://", "https://", "s3://")
+
+
+@dataclass(frozen=True)
+class MediaSlot:
+    """An input whose value is media to upload first; the core stages ``value`` then calls
+    :func:`set_media_name` with the uploaded name."""
+
+    node_id: str
+    input_name: str
+    value: str
+    key: str  # the request key that set it
+
+
+def _bad(key: str, problem: str, **details: Any) -> WorkerError:
+    return WorkerError(ErrorCode.INVALID_INPUT, f"inputs[{key!r}]: {problem}",
+                       {"errors": [{"field": f"inputs.{key}", "problem": problem, **details}]})
+
+
+def _titles(graph: dict[str, Any]) -> dict[str, list[str]]:
+    titles: dict[str, list[str]] = {}
+    for node_id, node in graph.items():
+        title = (node.get("_meta") or {}).get("title") if isinstance(node, dict) else None
+        if isinstance(title, str) and title:
+            titles.setdefault(title, []).append(node_id)
+    return titles
+
+
+def resolve_key(graph: dict[str, Any], key: str) -> tuple[str, str]:
+    """``(node id, input name)`` for a request key; node ids win over titles, longer titles over shorter."""
+    if not isinstance(key, str) or "." not in key:
+        raise _bad(str(key), "keys look like '<node id>.<input>' or '<node title>.<input>'")
+    titles = _titles(graph)
+    dots = [m.start() for m in re.finditer(r"\.", key)]
+    for pos in reversed(dots):  # longest prefix first: titles may contain dots
+        prefix, name = key[:pos], key[pos + 1:]
+        if not name:
+            continue
+        if prefix in graph:
+            return prefix, name
+        ids = titles.get(prefix)
+        if ids:
+            if len(ids) > 1:
+                raise _bad(key, f"title {prefix!r} names {len(ids)} nodes ({', '.join(ids)}); use the node id",
+                           node_ids=ids)
+            return ids[0], name
+    raise _bad(key, "no node has this id or title", known_titles=sorted(titles)[:50])
+
+
+def _spec_for(graph: dict[str, Any], object_info: dict[str, Any], node_id: str, name: str,
+              value: Any) -> cat.InputSpec | None:
+    node = graph[node_id]
+    info = cat.class_info(object_info, str(node.get("class_type")))
+    if info is None:
+        return None
+    live = {**(node.get("inputs") or {}), name: value}
+    for spec in cat.expand_inputs(info, live):
+        if spec.name == name:
+            return spec
+    return None
+
+
+def is_media_value(value: Any, spec: cat.InputSpec | None) -> bool:
+    """Base64, a data URI or a URL given for a file input (or any data URI / URL to a file-like input)."""
+    if not isinstance(value, str):
+        return False
+    if value.startswith(_MEDIA_PREFIXES):
+        return spec is None or spec.upload_kind is not None or spec.is_combo or spec.type == "STRING"
+    if spec is not None and spec.upload_kind and len(value) >= 64 and _BASE64.match(value) and "." not in value:
+        return True
+    return False
+
+
+def apply_inputs(graph: dict[str, Any], inputs: dict[str, Any] | None,
+                 object_info: dict[str, Any]) -> tuple[dict[str, Any], list[MediaSlot]]:
+    """A copy of the API graph with the request's inputs set, and the media values the core must stage."""
+    result = {nid: ({**node, "inputs": dict(node.get("inputs") or {})} if isinstance(node, dict) else node)
+              for nid, node in graph.items()}
+    media: list[MediaSlot] = []
+    if not inputs:
+        return result, media
+    if not isinstance(inputs, dict):
+        raise WorkerError(ErrorCode.INVALID_INPUT, "inputs: must be an object of '<node>.<input>': value",
+                          {"errors": [{"field": "inputs", "problem": "must be an object"}]})
+    for key, value in inputs.items():
+        node_id, name = resolve_key(result, key)
+        node = result[node_id]
+        class_type = node.get("class_type")
+        info = cat.class_info(object_info, str(class_type))
+        if info is None:
+            raise _bad(key, f"node {node_id} has type {class_type!r}, which this worker does not know",
+                       node_id=node_id)
+        spec = _spec_for(result, object_info, node_id, name, value)
+        if spec is None:
+            known = [s.name for s in cat.expand_inputs(info, node["inputs"])]
+            raise _bad(key, f"node {node_id} ({class_type}) has no input {name!r}; its inputs are "
+                       f"{', '.join(known)}", node_id=node_id, inputs=known)
+        if isinstance(value, list):
+            value = {"__value__": value}  # a bare list would read as a link
+        node["inputs"][name] = value
+        if is_media_value(value, spec):
+            media.append(MediaSlot(node_id, name, value, key))
+    return result, media
+
+
+def set_media_name(graph: dict[str, Any], slot: MediaSlot, uploaded_name: str) -> None:
+    """Point the input at the staged file (``subfolder/name`` as ComfyUI's upload returned it)."""
+    graph[slot.node_id]["inputs"][slot.input_name] = uploaded_name
+
+
+def seed_inputs(graph: dict[str, Any], object_info: dict[str, Any]) -> list[tuple[str, str, cat.InputSpec]]:
+    """Inputs that hold a seed: named seed/noise_seed, or flagged control_after_generate (INT only)."""
+    found = []
+    for node_id, node in graph.items():
+        info = cat.class_info(object_info, str(node.get("class_type")))
+        if info is None:
+            continue
+        inputs = node.get("inputs") or {}
+        for spec in cat.expand_inputs(info, inputs):
+            if spec.type != "INT" or spec.name not in inputs or isinstance(inputs[spec.name], list):
+                continue
+            if cat.has_seed_control(spec):
+                found.append((node_id, spec.name, spec))
+    return found
+
+
+def randomize_seeds(graph: dict[str, Any], object_info: dict[str, Any], rng: random.Random | None = None,
+                    keep: set[tuple[str, str]] | None = None) -> dict[str, int]:
+    """Give every seed input a fresh value within its min/max; ``keep`` lists (node, input) pairs the
+    request set explicitly. Returns ``{"<node>.<input>": seed}``."""
+    rng = rng or random.SystemRandom()
+    chosen: dict[str, int] = {}
+    for node_id, name, spec in seed_inputs(graph, object_info):
+        if keep and (node_id, name) in keep:
+            continue
+        low = spec.options.get("min", 0)
+        high = spec.options.get("max", 0xFFFFFFFFFFFFFFFF)
+        low = int(low) if isinstance(low, (int, float)) else 0
+        high = int(high) if isinstance(high, (int, float)) else 0xFFFFFFFFFFFFFFFF
+        seed = rng.randint(low, max(low, high))
+        graph[node_id]["inputs"][name] = seed
+        chosen[f"{node_id}.{name}"] = seed
+    return chosen

@@ -1,0 +1,148 @@
+"""The operator's rules for workflows: allowed and denied node types, size limits, and file names that
+must stay inside their folders."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import catalogue as cat
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+# Inputs whose value is a file name inside a ComfyUI folder (model, input or output prefix).
+_FILE_INPUT_HINTS = ("_name", "filename", "image", "video", "audio", "file", "path", "model", "prefix")
+_PIXEL_KEYS = ("width", "height")
+_BATCH_KEYS = ("batch_size", "batch", "amount")
+_STEP_KEYS = ("steps",)
+_FRAME_KEYS = ("length", "frames", "num_frames", "frame_count", "video_frames")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Limits set by the operator (``Settings``); empty or None means no limit."""
+
+    node_allowlist: frozenset[str] = frozenset()
+    node_denylist: frozenset[str] = frozenset()
+    max_nodes: int | None = None
+    max_pixels: int | None = None
+    max_steps: int | None = None
+    max_frames: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Policy:
+        return cls(
+            node_allowlist=frozenset(_split(getattr(settings, "node_allowlist", ""))),
+            node_denylist=frozenset(_split(getattr(settings, "node_denylist", ""))),
+            max_nodes=getattr(settings, "max_nodes", None),
+            max_pixels=getattr(settings, "max_pixels", None),
+            max_steps=getattr(settings, "max_steps", None),
+            max_frames=getattr(settings, "max_frames", None),
+        )
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+@dataclass
+class Violation:
+    node_id: str | None
+    class_type: str | None
+    rule: str
+    message: str
+    input_name: str | None = None
+    value: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {"node_id": self.node_id, "class_type": self.class_type, "rule": self.rule, "message": self.message}
+        if self.input_name is not None:
+            out["input_name"] = self.input_name
+            out["received_value"] = self.value
+        out.update(self.extra)
+        return out
+
+
+def escapes_folder(value: str) -> bool:
+    """A file name that would leave its folder: ``..`` segments, absolute paths, drive letters."""
+    text = value.strip()
+    if text.endswith("]") and " [" in text:
+        text = text[: text.rindex(" [")]  # annotation such as "x.png [input]"
+    if text.startswith(("/", "\\")) or _DRIVE.match(text):
+        return True
+    return any(part == ".." for part in re.split(r"[\\/]", text))
+
+
+def _is_file_input(spec: cat.InputSpec | None, name: str) -> bool:
+    if spec is not None and (spec.is_combo or spec.upload_kind):
+        return True
+    base = name.rsplit(".", 1)[-1].lower()
+    return any(hint in base for hint in _FILE_INPUT_HINTS)
+
+
+def check_policy(graph: dict[str, Any], object_info: dict[str, Any], policy: Policy) -> list[Violation]:
+    """Every rule the API graph breaks."""
+    found: list[Violation] = []
+    if policy.max_nodes is not None and len(graph) > policy.max_nodes:
+        found.append(Violation(None, None, "MAX_NODES",
+                               f"the workflow has {len(graph)} nodes; the limit is {policy.max_nodes}"))
+    for node_id, node in graph.items():
+        if not isinstance(node, dict):
+            continue
+        class_type = node.get("class_type")
+        if isinstance(class_type, str):
+            if class_type in policy.node_denylist:
+                found.append(Violation(node_id, class_type, "NODE_DENYLIST",
+                                       f"node {node_id}: node type {class_type} is not allowed on this worker"))
+            elif policy.node_allowlist and class_type not in policy.node_allowlist:
+                found.append(Violation(node_id, class_type, "NODE_ALLOWLIST",
+                                       f"node {node_id}: node type {class_type} is not in the allowed list"))
+        inputs = node.get("inputs") if isinstance(node.get("inputs"), dict) else {}
+        info = cat.class_info(object_info, class_type) if isinstance(class_type, str) else None
+        specs = {s.name: s for s in cat.expand_inputs(info, inputs)} if info is not None else {}
+        for name, value in inputs.items():
+            if isinstance(value, str) and _is_file_input(specs.get(name), name) and escapes_folder(value):
+                found.append(Violation(node_id, class_type, "PATH_ESCAPE",
+                                       f"node {node_id} ({class_type}): input {name!r} names a file outside its "
+                                       f"folder ({value!r}); use a plain name inside the folder",
+                                       name, value))
+        found.extend(_limits(node_id, class_type, inputs, policy))
+    return found
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def _limits(node_id: str, class_type: Any, inputs: dict[str, Any], policy: Policy) -> list[Violation]:
+    found: list[Violation] = []
+    if policy.max_pixels is not None:
+        width = _number(inputs.get("width"))
+        height = _number(inputs.get("height"))
+        if width is not None and height is not None:
+            batch = next((_number(inputs.get(k)) for k in _BATCH_KEYS if _number(inputs.get(k)) is not None), 1) or 1
+            frames = next((_number(inputs.get(k)) for k in _FRAME_KEYS if _number(inputs.get(k)) is not None), 1) or 1
+            pixels = int(width * height * batch * frames)
+            if pixels > policy.max_pixels:
+                found.append(Violation(node_id, class_type, "MAX_PIXELS",
+                                       f"node {node_id} ({class_type}): {int(width)}x{int(height)}"
+                                       f"x{int(batch * frames)} = {pixels} pixels; the limit is {policy.max_pixels}",
+                                       extra={"pixels": pixels}))
+    if policy.max_steps is not None:
+        for key in _STEP_KEYS:
+            steps = _number(inputs.get(key))
+            if steps is not None and steps > policy.max_steps:
+                found.append(Violation(node_id, class_type, "MAX_STEPS",
+                                       f"node {node_id} ({class_type}): {key}={int(steps)}; the limit is "
+                                       f"{policy.max_steps}", key, inputs.get(key)))
+    if policy.max_frames is not None:
+        for key in _FRAME_KEYS:
+            frames = _number(inputs.get(key))
+            if frames is not None and frames > policy.max_frames:
+                found.append(Violation(node_id, class_type, "MAX_FRAMES",
+                                       f"node {node_id} ({class_type}): {key}={int(frames)}; the limit is "
+                                       f"{policy.max_frames}", key, inputs.get(key)))
+    return found
