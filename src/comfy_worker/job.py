@@ -20,10 +20,12 @@ from .comfy.runtime import ComfyRuntime
 from .delivery import DeliveryContext, InlineDelivery
 from .errors import ErrorCode, WorkerError
 from .media.outputs import Collected, FileRef, collect_outputs, local_path
-from .media.staging import decode_images, rewrite_references, upload_files
+from .media.staging import decode_base64_media, decode_images, rewrite_references, sniff_extension, upload_files
 from .progress import ProgressTracker, Sender
 from .schema import CompatImage, JobInput, JobResult, parse_job_input
 from .settings import Settings
+from .workflow.preflight import flatten_node_errors
+from .workflow import Policy, ResolvedWorkflow, is_ui_workflow, resolve_workflow, set_media_name
 
 log = logging.getLogger("comfy_worker.job")
 
@@ -131,14 +133,7 @@ def rejected_error(body: dict[str, Any], workflow: dict[str, Any]) -> WorkerErro
     """ComfyUI's 400 answer to /prompt as INVALID_WORKFLOW, every node problem named."""
     error = body.get("error") if isinstance(body.get("error"), dict) else {}
     node_errors = body.get("node_errors") if isinstance(body.get("node_errors"), dict) else {}
-    problems: list[dict[str, Any]] = []
-    for node_id, entry in node_errors.items():
-        class_type = entry.get("class_type") or workflow.get(node_id, {}).get("class_type")
-        for err in entry.get("errors", []):
-            extra = err.get("extra_info") or {}
-            problems.append({"node_id": node_id, "class_type": class_type, "type": err.get("type"),
-                             "input_name": extra.get("input_name"), "message": err.get("message"),
-                             "details": err.get("details")})
+    problems = flatten_node_errors(node_errors, workflow)
     extra = error.get("extra_info") or {}
     if not problems and error:
         node_id = extra.get("node_id")
@@ -162,7 +157,7 @@ def rejected_error(body: dict[str, Any], workflow: dict[str, Any]) -> WorkerErro
         parts.append(f"and {len(problems) - 5} more")
     message = "ComfyUI rejected the workflow: " + ("; ".join(parts) or str(error.get("message", "invalid")))
     return WorkerError(ErrorCode.INVALID_WORKFLOW, message,
-                       {"problems": problems, "error": error, "node_errors": node_errors})
+                       {"source": "comfyui", "problems": problems, "error": error, "node_errors": node_errors})
 
 
 def _is_oom(exception_type: str, message: str) -> bool:
@@ -201,6 +196,15 @@ def history_error(entry: dict[str, Any], workflow: dict[str, Any]) -> WorkerErro
                        {"status": status})
 
 
+def dry_run_result(resolved: ResolvedWorkflow, warnings: list[str]) -> dict[str, Any]:
+    """What a dry run returns: the graph ComfyUI would get and the pre-flight report; nothing is run."""
+    assert resolved.report is not None
+    return {"dry_run": True, "workflow": resolved.graph, "preflight": resolved.report.to_dict(),
+            "media_inputs": [{"node_id": m.node_id, "input_name": m.input_name, "key": m.key}
+                             for m in resolved.media],
+            "seeds": resolved.seeds, "warnings": warnings}
+
+
 # ------------------------------------------------------------------------------------------------
 # The pipeline
 
@@ -217,6 +221,7 @@ class Job:
         self.timings = Timings()
         self.state = JobState(job_id=self.job_id, token=new_token(self.job_id), prompt_id=str(uuid.uuid4()))
         self.warnings: list[str] = []
+        self._catalogue: dict[str, Any] = {}
 
     async def run(self) -> dict[str, Any]:
         """The job's result dict for the runpod SDK: `output` on success, `error` (a JSON string) on failure."""
@@ -241,32 +246,65 @@ class Job:
         t = self.timings
         with t.stage("parse"):
             request = parse_job_input(self.raw.get("input"))
-            workflow = copy.deepcopy(request.workflow)
-            check_api_format(workflow)
             images = decode_images(request.images, max_count=self.settings.max_input_images,
                                    max_bytes=self.settings.max_input_image_bytes,
                                    max_total=self.settings.max_input_total_bytes)
         with t.stage("wait_comfyui"):
             await self.runtime.ensure_ready_async()
-        if images:
-            with t.stage("stage_inputs"):
-                staged = await asyncio.to_thread(upload_files, self.runtime.client, images, self.state.subfolder)
-                rewrite_references(workflow, staged)
-        catalogue = await asyncio.to_thread(self.runtime.catalogue)
-        mark_outputs(workflow, self.state, output_class_types(catalogue))
-        entry = await self._submit_and_follow(workflow)
-        failure = history_error(entry, workflow)
+        with t.stage("preflight"):
+            resolved = await asyncio.to_thread(self._resolve, request, [name for name, _ in images])
+        if request.execution_config.dry_run:
+            result = dry_run_result(resolved, self.warnings)
+            result["timings"] = t.total()
+            return result
+        with t.stage("stage_inputs"):
+            await asyncio.to_thread(self._stage, resolved, images)
+        mark_outputs(resolved.graph, self.state, output_class_types(self._catalogue))
+        entry = await self._submit_and_follow(resolved.graph, resolved.output_nodes)
+        failure = history_error(entry, resolved.graph)
         if failure:
             raise failure
         with t.stage("collect"):
             collected = self._collect(entry, request)
         with t.stage("deliver"):
             result = await asyncio.to_thread(self._deliver, collected)
+        if resolved.seeds:
+            result["seeds"] = resolved.seeds
         result["timings"] = t.total()
         return result
 
+    def _resolve(self, request: JobInput, image_names: list[str]) -> ResolvedWorkflow:
+        """Convert, apply inputs, randomise seeds and pre-flight the graph: before any upload or GPU time."""
+        if isinstance(request.inputs, list):
+            raise WorkerError(ErrorCode.INVALID_INPUT, "inputs: a list of input sets (a batch) needs one job per "
+                              "set with this worker version; send each set as its own job",
+                              {"errors": [{"field": "inputs", "problem": "batches are not supported"}]})
+        self._catalogue = self.runtime.catalogue()
+        workflow = copy.deepcopy(request.workflow)
+        if not is_ui_workflow(workflow):
+            check_api_format(workflow)
+        return resolve_workflow(
+            workflow, self._catalogue, inputs=request.inputs,
+            randomize=request.execution_config.randomize_seeds,
+            output_nodes=request.execution_config.output_nodes, models=self.runtime.model_lists(),
+            policy=Policy.from_settings(self.settings), input_files=self.runtime.input_files(),
+            staged_files=image_names)
+
+    def _stage(self, resolved: ResolvedWorkflow, images: list[tuple[str, bytes]]) -> None:
+        files = list(images)
+        for index, slot in enumerate(resolved.media):
+            data = decode_base64_media(slot.value, field=f"inputs.{slot.key}",
+                                       max_bytes=self.settings.max_input_image_bytes)
+            files.append((f"input-{index}{sniff_extension(data)}", data))
+        if not files:
+            return
+        staged = upload_files(self.runtime.client, files, self.state.subfolder)
+        rewrite_references(resolved.graph, staged[:len(images)])
+        for slot, item in zip(resolved.media, staged[len(images):]):
+            set_media_name(resolved.graph, slot, item.reference)
+
     # --- submit and follow ------------------------------------------------------------------------
-    async def _submit_and_follow(self, workflow: dict[str, Any]) -> dict[str, Any]:
+    async def _submit_and_follow(self, workflow: dict[str, Any], targets: list[str] | None) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         events = self.runtime.events
         queue = events.subscribe(self.state.prompt_id, loop)
@@ -276,7 +314,7 @@ class Job:
                 try:
                     answer = await asyncio.to_thread(
                         self.runtime.client.queue_prompt, workflow, client_id=events.client_id,
-                        prompt_id=self.state.prompt_id)
+                        prompt_id=self.state.prompt_id, partial_execution_targets=targets)
                 except PromptRejected as exc:
                     strip_marker(workflow)
                     raise rejected_error(exc.body, workflow) from None

@@ -121,6 +121,9 @@ class ComfyClient:
             raise FileNotFoundError(f"/view {folder_type}/{subfolder}/{filename}: HTTP {resp.status_code}")
         return resp.content
 
+    def models_folders(self) -> list[str]:
+        return self._json("GET", "/models")
+
     def models(self, folder: str) -> list[str]:
         return self._json("GET", f"/models/{folder}")
 

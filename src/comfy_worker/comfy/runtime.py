@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ class ComfyRuntime:
         self.boot_seconds: float | None = None
         self._catalogue: dict[str, Any] | None = None
         self._catalogue_generation = -1
+        self._models: dict[str, list[str]] | None = None
+        self._models_at = 0.0
         if self.process is not None:
             self.process.add_exit_listener(self._on_exit)
 
@@ -121,6 +124,40 @@ class ComfyRuntime:
                 raise self.unavailable(f"could not read ComfyUI's node catalogue: {exc}") from exc
             self._catalogue_generation = generation
         return self._catalogue
+
+    def model_lists(self) -> dict[str, list[str]]:
+        """Files in every model folder, read fresh (files appear on a network volume at any time), from a
+        few seconds' cache so a burst of jobs does not re-list them for each one."""
+        now = time.monotonic()
+        if self._models is not None and now - self._models_at < 5.0:
+            return self._models
+        try:
+            folders = [f for f in self.client.models_folders() if f not in {"configs", "custom_nodes"}]
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                lists = dict(zip(folders, pool.map(self._list_folder, folders)))
+        except ComfyUnavailable as exc:
+            raise self.unavailable(f"could not list ComfyUI's model folders: {exc}") from exc
+        self._models, self._models_at = lists, now
+        return lists
+
+    def _list_folder(self, folder: str) -> list[str]:
+        try:
+            return self.client.models(folder)
+        except ComfyUnavailable:
+            return []
+
+    def input_files(self, limit: int = 20000) -> list[str] | None:
+        """Files already in ComfyUI's input folder (relative paths), when it is a local folder."""
+        if not self.local_files or not self.settings.input_dir.is_dir():
+            return None
+        base = self.settings.input_dir
+        files = []
+        for path in base.rglob("*"):
+            if path.is_file():
+                files.append(path.relative_to(base).as_posix())
+                if len(files) >= limit:
+                    return None
+        return files
 
     def is_alive(self) -> bool:
         if self.process is not None:

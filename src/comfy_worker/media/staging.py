@@ -51,6 +51,26 @@ def decode_base64_media(value: str, *, field: str, max_bytes: int) -> bytes:
     return data
 
 
+_MAGIC = [
+    (b"\x89PNG\r\n\x1a\n", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF87a", ".gif"), (b"GIF89a", ".gif"),
+    (b"BM", ".bmp"), (b"fLaC", ".flac"), (b"OggS", ".ogg"), (b"ID3", ".mp3"), (b"\x1aE\xdf\xa3", ".webm"),
+]
+
+
+def sniff_extension(data: bytes) -> str:
+    """A file extension from the content's magic bytes (ComfyUI's loaders pick decoders by content or name)."""
+    for magic, ext in _MAGIC:
+        if data.startswith(magic):
+            return ext
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return ".webp"
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return ".wav"
+    if data[4:8] == b"ftyp":
+        return ".mp4"
+    return ".bin"
+
+
 def decode_images(images: list[InputImage], *, max_count: int, max_bytes: int,
                   max_total: int) -> list[tuple[str, bytes]]:
     """Decode every input image, checking count, per-file and total limits and duplicate names."""

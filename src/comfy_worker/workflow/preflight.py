@@ -57,9 +57,22 @@ class PreflightReport:
         return all(e.get("extra_info", {}).get("missing_model") for n in self.node_errors.values()
                    for e in n["errors"])
 
+    def problems(self) -> list[dict[str, Any]]:
+        """Every problem as one flat list (the same shape the worker gives ComfyUI's own refusals)."""
+        flat = [problem(None, None, err.get("type"), None, err.get("message"), err.get("details"))
+                for err in self.graph_errors]
+        flat += [problem(m["node_id"], m["class_type"], "missing_node_type", None, m["problem"], None)
+                 for m in self.missing_nodes]
+        flat += [problem(v.get("node_id"), v.get("class_type"), "policy_violation", v.get("input_name"),
+                         v.get("message"), v.get("rule")) for v in self.policy_violations]
+        flat += flatten_node_errors(self.node_errors)
+        return flat
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "source": "preflight",
+            "problems": self.problems(),
             "node_errors": self.node_errors,
             "errors": self.graph_errors,
             "missing_nodes": self.missing_nodes,
@@ -74,9 +87,8 @@ class PreflightReport:
         parts: list[str] = []
         for err in self.graph_errors:
             parts.append(err["message"])
-        if self.missing_nodes:
-            parts.append("unknown node types: " + ", ".join(
-                f"{m['class_type']} (node {m['node_id']})" for m in self.missing_nodes))
+        for m in self.missing_nodes:
+            parts.append(f"node {m['node_id']} ({m['class_type']}): unknown node type, not installed on this worker")
         for violation in self.policy_violations:
             parts.append(violation["message"])
         for node_id, entry in self.node_errors.items():
@@ -102,6 +114,26 @@ class PreflightReport:
         if len(text) > 1500:
             text = text[:1500] + " …"
         raise WorkerError(code, f"{lead}: {text}", details)
+
+
+def problem(node_id: str | None, class_type: str | None, kind: str | None, input_name: str | None,
+            message: str | None, details: Any) -> dict[str, Any]:
+    return {"node_id": node_id, "class_type": class_type, "type": kind, "input_name": input_name,
+            "message": message, "details": details}
+
+
+def flatten_node_errors(node_errors: dict[str, Any], workflow: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """ComfyUI's node_errors shape as a flat list of problems, each naming node, class type and input."""
+    flat = []
+    for node_id, entry in node_errors.items():
+        class_type = entry.get("class_type")
+        if class_type is None and workflow and isinstance(workflow.get(node_id), dict):
+            class_type = workflow[node_id].get("class_type")
+        for err in entry.get("errors", []):
+            extra = err.get("extra_info") or {}
+            flat.append(problem(node_id, class_type, err.get("type"), extra.get("input_name"),
+                                err.get("message"), err.get("details")))
+    return flat
 
 
 def _error(kind: str, message: str, details: str, **extra: Any) -> dict[str, Any]:
