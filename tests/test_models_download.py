@@ -362,3 +362,13 @@ def test_cli_download_verify_and_bad_manifest(server: tuple[Served, int], tmp_pa
     manifest.write_text(json.dumps({"models": [{"url": "ftp://x/y", "folder": "vae", "filename": "a",
                                                 "sha256": "0" * 64}]}))
     assert cli_main(["list", "--manifest", str(manifest)]) == 2
+
+
+def test_options_follow_settings() -> None:
+    from comfy_worker.models.download import options_from_settings
+    from comfy_worker.settings import Settings
+
+    options = options_from_settings(Settings.from_env({"MODEL_DOWNLOAD_WORKERS": "2",
+                                                       "MODEL_DOWNLOAD_TIMEOUT": "5",
+                                                       "MODEL_DOWNLOAD_RETRIES": "0"}))
+    assert (options.workers, options.read_timeout, options.retries) == (2, 5.0, 0)

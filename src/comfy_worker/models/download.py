@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -455,3 +456,9 @@ def _human(size: int | None) -> str:
             return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
         value /= 1024
     return f"{value:.1f} GiB"  # pragma: no cover
+
+
+def options_from_settings(settings: Any) -> DownloadOptions:
+    """Download options from the worker's Settings (`MODEL_DOWNLOAD_*`)."""
+    return DownloadOptions(workers=settings.model_download_workers, read_timeout=settings.model_download_timeout,
+                           retries=settings.model_download_retries)
