@@ -119,7 +119,8 @@ def load_folders(settings: Settings) -> ModelFolders:
     return read_folders_from_comfyui(settings.comfyui_dir, settings.comfyui_python)
 
 
-def volume_config(folders: ModelFolders, volume: Path, *, include_custom_nodes: bool = False) -> dict[str, dict[str, str]]:
+def volume_config(folders: ModelFolders, volume: Path, *,
+                  include_custom_nodes: bool = False) -> dict[str, dict[str, str]]:
     """The extra_model_paths.yaml content for a volume: one section per layout, every folder key mapped.
 
     Values are ComfyUI's newline-separated path lists, relative to each section's ``base_path``.
