@@ -89,6 +89,30 @@ class Settings(BaseModel):
     max_frames: int | None = _env("MAX_FRAMES", "Most video frames (`length`, `frames`, ...) a node may be asked "
                                   "for. Unset: no limit.", None, ge=1)
 
+    # --- Image, models and network volume --------------------------------------------------------
+    network_volume_path: Path = _env("NETWORK_VOLUME_PATH", "Where a RunPod network volume is mounted. When the "
+                                     "folder exists, ComfyUI also searches `<volume>/models/<folder>/` and "
+                                     "`<volume>/ComfyUI/models/<folder>/` for every model folder.",
+                                     Path("/runpod-volume"))
+    network_volume_custom_nodes: bool = _env("NETWORK_VOLUME_CUSTOM_NODES", "Also load custom nodes from "
+                                             "`<volume>/custom_nodes` and `<volume>/ComfyUI/custom_nodes` (runs "
+                                             "code from the volume).", False)
+    comfyui_model_folders: Path | None = _env("COMFYUI_MODEL_FOLDERS", "JSON file of ComfyUI's model folders, "
+                                              "written at image build time. Default: "
+                                              "`$COMFYUI_DIR/model_folders.json`.")
+    models_manifest: Path = _env("MODELS_MANIFEST", "The models.yaml manifest (`start` and `on_demand` entries "
+                                 "are fetched by the worker).", Path("models.yaml"))
+    model_download_root: Path | None = _env("MODEL_DOWNLOAD_ROOT", "Models root that `start` and `on_demand` "
+                                            "files are fetched into. Default: `<volume>/models` when the "
+                                            "volume exists, else `$COMFYUI_DIR/models`.")
+    model_download_on_demand: bool = _env("MODEL_DOWNLOAD_ON_DEMAND", "Fetch a missing model that a job needs "
+                                          "when models.yaml lists it as `on_demand`.", True)
+    model_download_workers: int = _env("MODEL_DOWNLOAD_WORKERS", "Parallel model downloads.", 4, ge=1, le=32)
+    model_download_timeout: float = _env("MODEL_DOWNLOAD_TIMEOUT", "Seconds a model download may wait for "
+                                         "data before it retries.", 60.0, gt=0)
+    model_download_retries: int = _env("MODEL_DOWNLOAD_RETRIES", "Retries (resuming) after a failed model "
+                                       "download.", 4, ge=0, le=20)
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:

@@ -1,0 +1,1 @@
+"""Building the worker image: custom node snapshots, network volume mapping, build-time smoke test."""
