@@ -142,7 +142,7 @@ def test_corrupt_image_gives_execution_error_like_capture(fresh: EmulatorHandle)
     try:
         noisy = io.BytesIO()
         Image.frombytes("RGB", (32, 32), bytes(range(256)) * 12).save(noisy, format="PNG")
-        client.upload("cap_corrupt.png", noisy.getvalue()[:100], overwrite=True)
+        client.upload("cap_corrupt.png", noisy.getvalue()[:20], overwrite=True)
         prompt_id, frames = client.run({"prompt": request["prompt"]})
         assert event_types(frames) == captured_types("exec_error_corrupt_loadimage_ws.jsonl")
         error = next(f["data"] for f in frames if f["type"] == "execution_error")
