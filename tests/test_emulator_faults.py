@@ -110,7 +110,10 @@ def test_fail_upload(fresh: EmulatorHandle) -> None:
 def test_crash_on_node_exits_process(tmp_path: Path) -> None:
     handle = start_emulator(tmp_path, faults={"crash_on_node": "SaveImage"})
     try:
-        requests.post(handle.url + "/prompt", json=_empty_save("crash"), timeout=5)
+        try:
+            requests.post(handle.url + "/prompt", json=_empty_save("crash"), timeout=5)
+        except requests.ConnectionError:
+            pass  # the process may die before the response is written, as a real crash can
         assert handle.process.wait(timeout=10) == 1
         assert "Emulated crash" in handle.logs()
     finally:
