@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageFilter, ImageOps, PngImagePlugin
+from PIL import Image, ImageFile, ImageFilter, ImageOps, PngImagePlugin
 
 from .catalogue import Catalogue, Folders
 from .media import flac_bytes, mp4_placeholder
@@ -146,16 +146,36 @@ def empty_image(ctx: NodeContext, width: int, height: int, batch_size: int = 1, 
     return ([Image.new("RGB", (width, height), _color(color)) for _ in range(batch_size)],)
 
 
+def _pillow(fn: Callable[[Any], Any], arg: Any) -> Any:
+    """Retry with truncated images allowed, as ComfyUI's node_helpers.pillow does: only files whose
+    headers are cut short still fail."""
+    try:
+        return fn(arg)
+    except (OSError, ValueError):
+        previous = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+        try:
+            return fn(arg)
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _loaded_transpose(img: Image.Image) -> Image.Image:
+    out = ImageOps.exif_transpose(img) or img
+    out.load()
+    return out
+
+
 @implements("LoadImage")
 def load_image(ctx: NodeContext, image: str, **_: Any):
     path = ctx.folders.annotated_path(image)
     if path is None:
         raise ValueError(f"Invalid file path: {image!r}")
-    with Image.open(path) as img:
+    with _pillow(Image.open, path) as img:
         frames, masks = [], []
         for i in range(getattr(img, "n_frames", 1)):
             img.seek(i)
-            frame = ImageOps.exif_transpose(img) or img
+            frame = _pillow(_loaded_transpose, img)
             frames.append(frame.convert("RGB"))
             alpha = frame.getchannel("A") if "A" in frame.getbands() else Image.new("L", frame.size, 255)
             masks.append(ImageOps.invert(alpha))
