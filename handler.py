@@ -7,8 +7,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
 import runpod  # noqa: E402
 
-from comfy_worker.app import build_handler  # noqa: E402
+from comfy_worker.app import create_worker  # noqa: E402
 
 if __name__ == "__main__":
-    handler, _runtime = build_handler()
-    runpod.serverless.start({"handler": handler})
+    runpod.serverless.start(create_worker().config)

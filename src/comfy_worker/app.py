@@ -1,11 +1,15 @@
-"""Builds the handler the runpod SDK calls: settings, the ComfyUI runtime, and the job pipeline."""
+"""Builds what the runpod SDK runs: settings, the ComfyUI runtime, the job handler and its start config."""
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import itertools
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from .comfy.runtime import ComfyRuntime
@@ -20,9 +24,28 @@ log = logging.getLogger("comfy_worker.app")
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-def build_handler(settings: Settings | None = None, *, boot: bool = True) -> tuple[Handler, ComfyRuntime | None]:
-    """Boot ComfyUI (bounded) and return the async handler. A start-up failure never crashes the worker:
-    it is reported, with its cause, to the caller of each job until it is resolved."""
+@dataclass
+class WorkerApp:
+    handler: Handler
+    settings: Settings | None
+    runtime: ComfyRuntime | None
+    cold_start: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The config for `runpod.serverless.start`."""
+        config: dict[str, Any] = {"handler": self.handler}
+        if self.settings is not None:
+            concurrency = self.settings.max_concurrency
+            config["concurrency_modifier"] = lambda current: concurrency
+            if self.settings.refresh_worker:
+                config["refresh_worker"] = True
+        return config
+
+
+def create_worker(settings: Settings | None = None, *, boot: bool = True) -> WorkerApp:
+    """Boot ComfyUI (bounded) and build the handler. A start-up failure never crashes the worker: it is
+    reported, with its cause, to the caller of each job until it is resolved."""
     started = time.monotonic()
     try:
         settings = settings or Settings.from_env()
@@ -35,17 +58,45 @@ def build_handler(settings: Settings | None = None, *, boot: bool = True) -> tup
             err = WorkerError(ErrorCode.INTERNAL_ERROR, f"the worker is misconfigured: {message}")
             return {"error": err.to_error_string(str(job.get("id")))}
 
-        return misconfigured, None
+        return WorkerApp(misconfigured, None, None)
 
     configure_logging(settings.log_level)
     runtime = ComfyRuntime(settings)
     atexit.register(runtime.shutdown)
-    if boot:
-        runtime.boot()
-        log.info("worker ready in %.2f s (ComfyUI %s)", time.monotonic() - started,
-                 "ready" if runtime.boot_error is None else f"NOT ready: {runtime.boot_error}")
+    counter = itertools.count(1)
+    refresh_every = settings.refresh_worker_after_jobs
 
     async def handler(job: dict[str, Any]) -> dict[str, Any]:
-        return await run_job(job, runtime, settings, runpod_sender(job))
+        result = await run_job(job, runtime, settings, runpod_sender(job))
+        if refresh_every and next(counter) % refresh_every == 0:
+            log.info("job=%s asking RunPod for a fresh worker after %d jobs", job.get("id"), refresh_every)
+            result["refresh_worker"] = True
+        return result
 
-    return handler, runtime
+    app = WorkerApp(handler, settings, runtime)
+    if boot:
+        runtime.boot()
+        app.cold_start = {"comfyui_boot": round(runtime.boot_seconds or 0.0, 3),
+                          "catalogue": round(runtime.catalogue_seconds or 0.0, 3)}
+        if settings.warmup_workflow and runtime.boot_error is None:
+            app.cold_start["warmup"] = round(_warm_up(settings, runtime), 3)
+        app.cold_start["total"] = round(time.monotonic() - started, 3)
+        log.info("cold start: %s; ComfyUI %s", json.dumps(app.cold_start),
+                 "ready" if runtime.boot_error is None else f"NOT ready: {runtime.boot_error}")
+    return app
+
+
+def _warm_up(settings: Settings, runtime: ComfyRuntime) -> float:
+    """Run the operator's warm-up workflow once, so the first real job finds its models loaded."""
+    started = time.monotonic()
+    assert settings.warmup_workflow is not None
+    try:
+        data = json.loads(settings.warmup_workflow.read_text())
+    except (OSError, ValueError) as exc:
+        log.error("warm-up workflow %s unreadable: %s", settings.warmup_workflow, exc)
+        return 0.0
+    job_input = data["input"] if isinstance(data, dict) and "input" in data else {"workflow": data}
+    result = asyncio.run(run_job({"id": "warmup", "input": job_input}, runtime, settings, lambda p: None))
+    if "error" in result:
+        log.error("warm-up workflow failed: %s", result["error"])
+    return time.monotonic() - started

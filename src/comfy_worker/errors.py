@@ -98,7 +98,7 @@ class WorkerError(Exception):
     def retryable(self) -> bool:
         return CATALOGUE[self.code].retryable
 
-    def payload(self, job_id: str | None = None) -> dict[str, Any]:
+    def payload(self, job_id: str | None = None, timings: dict[str, float] | None = None) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "code": self.code.value,
             "message": self.message,
@@ -107,10 +107,12 @@ class WorkerError(Exception):
         }
         if job_id is not None:
             payload["job_id"] = job_id
+        if timings is not None:
+            payload["timings"] = timings
         return payload
 
-    def to_error_string(self, job_id: str | None = None) -> str:
-        return json.dumps(self.payload(job_id), ensure_ascii=False, default=str)
+    def to_error_string(self, job_id: str | None = None, timings: dict[str, float] | None = None) -> str:
+        return json.dumps(self.payload(job_id, timings), ensure_ascii=False, default=str)
 
     def __repr__(self) -> str:
         return f"WorkerError({self.code.value}, {self.message!r})"

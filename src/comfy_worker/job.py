@@ -8,6 +8,7 @@ import copy
 import logging
 import re
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,17 +38,24 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 class Timings:
-    def __init__(self) -> None:
+    """Seconds per stage; each finished stage is one structured log line carrying the job id."""
+
+    def __init__(self, job_id: str = "") -> None:
+        self.job_id = job_id
         self.values: dict[str, float] = {}
         self._start = time.monotonic()
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         started = time.monotonic()
+        outcome = "failed"
         try:
             yield
+            outcome = "ok"
         finally:
-            self.values[name] = round(self.values.get(name, 0.0) + time.monotonic() - started, 4)
+            seconds = time.monotonic() - started
+            self.values[name] = round(self.values.get(name, 0.0) + seconds, 4)
+            log.info("job=%s stage=%s outcome=%s seconds=%.4f", self.job_id, name, outcome, seconds)
 
     def total(self) -> dict[str, float]:
         return {**self.values, "total": round(time.monotonic() - self._start, 4)}
@@ -165,6 +173,17 @@ def _is_oom(exception_type: str, message: str) -> bool:
     return "outofmemory" in text.replace(" ", "") or "out of memory" in text
 
 
+# Errors after which CUDA in this process cannot be trusted again: only a fresh worker helps.
+_GPU_FATAL = ("illegal memory access", "device-side assert", "cuda error: unspecified launch failure",
+              "cudaerrorlaunchfailure", "cublas_status_execution_failed", "ecc error", "uncorrectable",
+              "cuda error: an illegal instruction")
+
+
+def _gpu_unusable(exception_type: str, message: str) -> bool:
+    text = f"{exception_type} {message}".lower()
+    return any(marker in text for marker in _GPU_FATAL)
+
+
 def history_error(entry: dict[str, Any], workflow: dict[str, Any]) -> WorkerError | None:
     """The failure recorded in a history entry, or None if the prompt succeeded."""
     status = entry.get("status") or {}
@@ -184,9 +203,13 @@ def history_error(entry: dict[str, Any], workflow: dict[str, Any]) -> WorkerErro
                                    f"{_node_label(workflow, node_id, class_type)} ran out of GPU memory: "
                                    f"{exc_msg.splitlines()[0] if exc_msg else exc_type}", details)
             first_line = exc_msg.splitlines()[0] if exc_msg else ""
+            fatal = _gpu_unusable(exc_type, exc_msg)
+            if fatal:
+                details["gpu_fault"] = True
             return WorkerError(ErrorCode.EXECUTION_ERROR,
-                               f"{_node_label(workflow, node_id, class_type)} failed: {exc_type}: {first_line}",
-                               details)
+                               f"{_node_label(workflow, node_id, class_type)} failed: {exc_type}: {first_line}"
+                               + (" (the GPU is in a bad state; this worker will be replaced)" if fatal else ""),
+                               details, refresh_worker=fatal)
         if name == "execution_interrupted":
             node_id = str(data.get("node_id"))
             return WorkerError(ErrorCode.CANCELLED,
@@ -218,34 +241,61 @@ class Job:
         self.runtime = runtime
         self.settings = settings
         self.send_progress = send_progress
-        self.timings = Timings()
+        self.timings = Timings(self.job_id)
         self.state = JobState(job_id=self.job_id, token=new_token(self.job_id), prompt_id=str(uuid.uuid4()))
         self.warnings: list[str] = []
         self._catalogue: dict[str, Any] = {}
+        self.request: JobInput | None = None
 
     async def run(self) -> dict[str, Any]:
         """The job's result dict for the runpod SDK: `output` on success, `error` (a JSON string) on failure."""
         try:
-            result = await self._run()
-            log.info("job %s completed in %.2f s", self.job_id, result["timings"]["total"])
+            timeout = self._timeout()
+            try:
+                result = await asyncio.wait_for(self._run(), timeout) if timeout else await self._run()
+            except asyncio.TimeoutError:
+                raise await self._timed_out(timeout) from None
+            log.info("job=%s outcome=completed seconds=%.3f", self.job_id, result["timings"]["total"])
             return result
         except WorkerError as err:
-            log.warning("job %s failed: %s %s", self.job_id, err.code.value, err.message)
-            out: dict[str, Any] = {"error": err.to_error_string(self.job_id)}
+            log.warning("job=%s outcome=failed code=%s message=%s", self.job_id, err.code.value, err.message)
+            out: dict[str, Any] = {"error": err.to_error_string(self.job_id, self.timings.total())}
             if err.refresh_worker:
                 out["refresh_worker"] = True
             return out
         except asyncio.CancelledError:
-            log.warning("job %s cancelled", self.job_id)
-            await asyncio.shield(asyncio.to_thread(self._abort))
+            log.warning("job=%s outcome=cancelled", self.job_id)
+            await asyncio.shield(asyncio.to_thread(self._abort, False))
             raise
         finally:
             await asyncio.shield(asyncio.to_thread(self._cleanup))
+
+    def _timeout(self) -> float | None:
+        raw = self.raw.get("input")
+        requested = None
+        if isinstance(raw, dict) and isinstance(raw.get("execution_config"), dict):
+            value = raw["execution_config"].get("timeout")
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+                requested = float(value)
+        timeout = requested or self.settings.job_timeout
+        ceiling = self.settings.job_timeout_max
+        if timeout and ceiling and timeout > ceiling:
+            self.warnings.append(f"execution_config.timeout {timeout:g} s lowered to the worker's limit of "
+                                 f"{ceiling:g} s")
+            timeout = ceiling
+        return timeout
+
+    async def _timed_out(self, timeout: float) -> WorkerError:
+        restarted = await asyncio.to_thread(self._abort, True)
+        return WorkerError(ErrorCode.TIMEOUT, f"the job did not finish within {timeout:g} s; its prompt was "
+                           "stopped" + (" and ComfyUI restarted" if restarted else ""),
+                           {"timeout": timeout, "prompt_id": self.state.prompt_id, "comfyui_restarted": restarted})
 
     async def _run(self) -> dict[str, Any]:
         t = self.timings
         with t.stage("parse"):
             request = parse_job_input(self.raw.get("input"))
+            self.request = request
             images = decode_images(request.images, max_count=self.settings.max_input_images,
                                    max_bytes=self.settings.max_input_image_bytes,
                                    max_total=self.settings.max_input_total_bytes)
@@ -334,7 +384,9 @@ class Job:
 
     async def _follow(self, queue: asyncio.Queue[Event], tracker: ProgressTracker) -> dict[str, Any]:
         poll = self.settings.history_poll_interval
+        stall = self.settings.stall_timeout
         terminal_seen = False
+        last_news = time.monotonic()
         while True:
             try:
                 event = await asyncio.wait_for(queue.get(), timeout=0.5 if terminal_seen else poll)
@@ -346,7 +398,15 @@ class Job:
                 if not self.runtime.is_alive():
                     raise self.runtime.unavailable("ComfyUI stopped while running the job",
                                                    prompt_id=self.state.prompt_id)
+                if stall and tracker.stage == "running" and time.monotonic() - last_news > stall:
+                    restarted = await asyncio.to_thread(self._abort, True)
+                    raise WorkerError(ErrorCode.TIMEOUT, f"ComfyUI made no progress for {stall:g} s while running "
+                                      f"{_node_label(tracker.workflow, tracker.node or '?')}; the prompt was "
+                                      "stopped" + (" and ComfyUI restarted" if restarted else ""),
+                                      {"stalled": True, "stall_timeout": stall, "node_id": tracker.node,
+                                       "comfyui_restarted": restarted})
                 continue
+            last_news = time.monotonic()
             if event.type == COMFY_EXITED:
                 raise self.runtime.unavailable(
                     f"ComfyUI exited (code {event.data.get('exit_code')}) while running the job; it is being "
@@ -431,19 +491,48 @@ class Job:
         return result.model_dump(mode="json", exclude_none=True)
 
     # --- abort and cleanup --------------------------------------------------------------------------
-    def _abort(self) -> None:
-        """Stop this job's prompt in ComfyUI, and only this job's."""
+    def _abort(self, settle: bool) -> bool:
+        """Stop this job's prompt in ComfyUI, and only this job's. With `settle`, wait for it to stop and
+        restart ComfyUI if it does not, so the next job never queues behind it. Returns whether it restarted."""
         if not self.state.submitted or self.state.finished:
-            return
+            return False
         client = self.runtime.client
         for action in (lambda: client.delete_from_queue([self.state.prompt_id]),
                        lambda: client.interrupt(self.state.prompt_id)):
             try:
                 action()
             except ComfyUnavailable as exc:
-                log.warning("job %s: could not stop prompt: %s", self.job_id, exc)
+                log.warning("job=%s could not stop prompt: %s", self.job_id, exc)
+        if settle:
+            return self._settle()
+        # A cancel returns at once; the check that the prompt really stopped runs on its own.
+        threading.Thread(target=self._settle, name=f"settle-{self.job_id}", daemon=True).start()
+        return False
+
+    def _settle(self) -> bool:
+        deadline = time.monotonic() + self.settings.interrupt_grace
+        while time.monotonic() < deadline:
+            try:
+                if self.runtime.client.history(self.state.prompt_id) is not None or not self._still_queued():
+                    return False
+            except ComfyUnavailable:
+                return False
+            time.sleep(0.2)
+        log.error("job=%s prompt %s ignored the interrupt for %.0f s; restarting ComfyUI", self.job_id,
+                  self.state.prompt_id, self.settings.interrupt_grace)
+        return self.runtime.restart_comfyui()
+
+    def _still_queued(self) -> bool:
+        queue = self.runtime.client.queue()
+        return any(len(item) > 1 and item[1] == self.state.prompt_id
+                   for item in queue.get("queue_running", []) + queue.get("queue_pending", []))
 
     def _cleanup(self) -> None:
+        if self.request is not None and self.request.execution_config.free_memory_after and self.state.submitted:
+            try:
+                self.runtime.client.free(unload_models=True, free_memory=True)
+            except ComfyUnavailable:
+                pass
         if not self.settings.cleanup:
             return
         if self.state.submitted:

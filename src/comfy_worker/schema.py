@@ -49,6 +49,12 @@ class OutputConfig(_Strict):
 
 
 class ExecutionConfig(_Strict):
+    timeout: float | None = Field(None, gt=0, description="Seconds the job may take, staging to delivery; on "
+                                  "expiry the prompt is interrupted and removed from ComfyUI's queue and the job "
+                                  "fails with TIMEOUT. Default: the operator's `JOB_TIMEOUT`; capped at "
+                                  "`JOB_TIMEOUT_MAX`.")
+    free_memory_after: bool = Field(False, description="Unload models and free ComfyUI's caches after this job "
+                                    "(slower next job, VRAM back).")
     randomize_seeds: bool = Field(False, description="Give every seed input (seed, noise_seed, or flagged "
                                   "control_after_generate) a fresh random value within its range. Seeds set in "
                                   "`inputs` are kept.")
@@ -128,6 +134,7 @@ class ErrorPayload(BaseModel):
     retryable: bool
     details: dict[str, Any]
     job_id: str | None = None
+    timings: dict[str, float] | None = Field(None, description="Seconds spent in each stage before the failure.")
 
 
 # ------------------------------------------------------------------------------------------------

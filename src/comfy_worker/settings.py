@@ -73,6 +73,26 @@ class Settings(BaseModel):
     cleanup: bool = _env("CLEANUP", "Delete each job's staged inputs, outputs and history entry after the job.",
                          True)
 
+    # --- Deadlines, concurrency and worker life ---------------------------------------------------
+    job_timeout: float | None = _env("JOB_TIMEOUT", "Default time limit of a job, in seconds, when the request "
+                                     "sets no `execution_config.timeout`. Unset: no limit of the worker's own.",
+                                     None, gt=0)
+    job_timeout_max: float | None = _env("JOB_TIMEOUT_MAX", "Ceiling on `execution_config.timeout`; larger "
+                                         "requests are lowered to it (with a warning).", None, gt=0)
+    stall_timeout: float = _env("STALL_TIMEOUT", "Seconds a running prompt may go without any event from "
+                                "ComfyUI before the job fails with TIMEOUT (0 turns the watchdog off).", 900.0,
+                                ge=0)
+    interrupt_grace: float = _env("INTERRUPT_GRACE", "Seconds an interrupted prompt gets to stop before ComfyUI "
+                                  "is restarted so that the next job does not wait behind it.", 15.0, gt=0)
+    max_concurrency: int = _env("MAX_CONCURRENCY", "Jobs this worker takes at once. ComfyUI runs one prompt at "
+                                "a time; above 1, input staging and delivery of one job overlap another's "
+                                "execution.", 1, ge=1, le=16)
+    refresh_worker: bool = _env("REFRESH_WORKER", "Ask RunPod for a fresh worker after every job.", False)
+    refresh_worker_after_jobs: int = _env("REFRESH_WORKER_AFTER_JOBS", "Ask RunPod for a fresh worker after this "
+                                          "many jobs (0: never).", 0, ge=0)
+    warmup_workflow: Path | None = _env("WARMUP_WORKFLOW", "API-format workflow (JSON file, or a job file with an "
+                                        "`input`) run once before the worker takes jobs, to load models.")
+
     # --- Logging ---------------------------------------------------------------------------------
     log_level: str = _env("LOG_LEVEL", "Log level of the worker (`DEBUG`, `INFO`, `WARNING`, `ERROR`).", "INFO")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import requests
 
+from ..image.volume import extra_model_paths_args
 from ..settings import Settings
 
 log = logging.getLogger("comfy_worker.comfy.process")
@@ -36,8 +37,8 @@ def comfyui_command(settings: Settings) -> list[str]:
         "--output-directory", str(settings.output_dir),
         "--temp-directory", str(settings.comfyui_temp_dir or settings.comfyui_dir),
     ]
-    if settings.comfyui_extra_model_paths:
-        cmd += ["--extra-model-paths-config", str(settings.comfyui_extra_model_paths)]
+    # The operator's own paths file, then one mapping every model folder onto the network volume if mounted.
+    cmd += extra_model_paths_args(settings)
     cmd += shlex.split(settings.comfyui_extra_args)
     return cmd
 
@@ -136,6 +137,16 @@ class ComfyProcess:
     def wait_until_ready(self, timeout: float) -> bool:
         """Block until a running ComfyUI has been seen ready (for callers during a restart)."""
         return self._ready.wait(timeout) and self.is_alive()
+
+    def kill(self) -> None:
+        """Kill the running ComfyUI now (it is stuck); the supervisor restarts it."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            log.warning("killing ComfyUI (pid %s)", proc.pid)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping = True

@@ -27,6 +27,7 @@ class ComfyRuntime:
         self.events = EventStream(self.client.ws_url, reconnect_max=settings.ws_reconnect_max)
         self.boot_error: str | None = None
         self.boot_seconds: float | None = None
+        self.catalogue_seconds: float | None = None
         self._catalogue: dict[str, Any] | None = None
         self._catalogue_generation = -1
         self._models: dict[str, list[str]] | None = None
@@ -56,10 +57,12 @@ class ComfyRuntime:
         self.boot_error = None
         self.events.start()
         self.events.wait_connected(10)
+        loaded = time.monotonic()
         try:
             self.catalogue()  # warm: the first job should not pay for reading 1-2 MB of node definitions
         except WorkerError as exc:
             log.warning("%s", exc.message)
+        self.catalogue_seconds = time.monotonic() - loaded
         log.info("ComfyUI ready in %.2f s at %s", self.boot_seconds, self.settings.base_url)
         return True
 
@@ -158,6 +161,13 @@ class ComfyRuntime:
                 if len(files) >= limit:
                     return None
         return files
+
+    def restart_comfyui(self) -> bool:
+        """Kill a stuck ComfyUI; the supervisor starts a fresh one. Not possible when attached to a URL."""
+        if self.process is None or not self.process.is_alive():
+            return False
+        self.process.kill()
+        return True
 
     def is_alive(self) -> bool:
         if self.process is not None:
