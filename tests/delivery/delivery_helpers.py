@@ -60,3 +60,30 @@ def mp4(duration_s: float, width: int, height: int, timescale: int = 1000) -> by
 
 def ctx(job_id: str = "job-123", prompt_id: str = "prompt-abc") -> DeliveryContext:
     return DeliveryContext(job_id=job_id, prompt_id=prompt_id)
+
+
+def self_signed_cert(directory, names=("public.test", "localhost"), ip="127.0.0.1"):  # type: ignore[no-untyped-def]
+    """A throw-away CA-less certificate for loopback TLS servers; returns (cert_path, key_path)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([*(x509.DNSName(n) for n in names),
+                                                        x509.IPAddress(ipaddress.ip_address(ip))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
