@@ -36,15 +36,49 @@ class InputImage(_Strict):
 
 
 class StorageConfig(_Strict):
-    """Where outputs go. `inline` returns them base64-encoded inside the result."""
+    """Where outputs go. `inline` returns them base64-encoded inside the result; `auto` does so while the
+    result stays under the operator's `INLINE_MAX_BYTES` and uses the configured storage otherwise.
+    Credentials never travel here: S3 keys come from the environment or RunPod's `s3Config`, Google Drive
+    keys from the environment. See docs/delivery.md."""
 
-    provider: Literal["inline"] = Field("inline", description="Delivery target.")
+    provider: Literal["inline", "auto", "s3", "gdrive"] | None = Field(
+        None, description="Delivery target. Default: the operator's `DELIVERY_PROVIDER` (`auto` unless set).")
+    bucket: str | None = Field(None, min_length=3, max_length=63,
+                               description="S3 bucket. Default: `s3Config.bucketName`, then `BUCKET_NAME`.")
+    path: str | None = Field(None, max_length=512,
+                             description="Prefix put before every object key (S3) or ignored (Drive).")
+    key_template: str | None = Field(
+        None, max_length=512,
+        description="Object key (S3) or file name (Drive) of each output. Placeholders: {job_id}, "
+                    "{prompt_id}, {node_id}, {filename}, {stem}, {ext}, {index}, {date}, {uuid}. Default: "
+                    "`BUCKET_KEY_TEMPLATE` (`{job_id}/{filename}`).")
+    region: str | None = Field(None, max_length=64, description="S3 region. Default: `BUCKET_REGION`.")
+    addressing_style: Literal["path", "virtual", "auto"] | None = Field(
+        None, description="S3 addressing style. Default: `BUCKET_ADDRESSING_STYLE` (`path`).")
+    presign: bool | None = Field(
+        None, description="Return presigned GET URLs (true) or plain object URLs for public buckets (false). "
+                          "Default: presigned unless `BUCKET_PUBLIC_URL` is set.")
+    url_expiry: int | None = Field(None, ge=1, le=604800,
+                                   description="Lifetime of presigned URLs in seconds (at most 7 days). "
+                                               "Default: `BUCKET_URL_EXPIRY`.")
+    folder_id: str | None = Field(None, max_length=200,
+                                  description="Google Drive folder (or shared drive) id. Default: "
+                                              "`GDRIVE_FOLDER_ID`.")
+    share: bool | None = Field(None, description="Google Drive: share each file with anyone who has the link. "
+                                                 "Default: `GDRIVE_SHARE_ANYONE`.")
 
 
 class OutputConfig(_Strict):
     include_temp: bool | None = Field(
         None, description="Also return temporary outputs (PreviewImage). Default: the operator's setting "
                           "(`INCLUDE_TEMP_OUTPUTS`, off unless set).")
+    format: Literal["original", "png", "jpeg", "webp"] = Field(
+        "original", description="Re-encode still images to this format; other kinds pass through unchanged.")
+    quality: int | None = Field(None, ge=1, le=100,
+                                description="JPEG/WEBP quality (1-100). Default: `OUTPUT_QUALITY` (90).")
+    strip_metadata: bool | None = Field(
+        None, description="Remove the workflow/prompt metadata ComfyUI embeds in images. Default: stripped "
+                          "when re-encoding, kept for `format: original`.")
     storage: StorageConfig = Field(default_factory=StorageConfig)
 
 
@@ -103,9 +137,18 @@ class OutputEntry(BaseModel):
     sha256: str | None = None
     width: int | None = None
     height: int | None = None
+    duration: float | None = Field(None, description="Seconds, for audio and video whose header tells it.")
     data: str | None = Field(None, description="Base64 of the file, when delivered inline.")
     text: str | None = Field(None, description="The text, for `kind: text`.")
     url: str | None = Field(None, description="Where to download it, when delivered to storage.")
+    storage: Literal["s3", "gdrive"] | None = Field(None, description="Storage the file was delivered to.")
+    bucket: str | None = Field(None, description="S3 bucket of the object.")
+    object_key: str | None = Field(None, description="S3 object key.")
+    url_expires_at: str | None = Field(None, description="UTC time (ISO 8601) a presigned URL stops working.")
+    file_id: str | None = Field(None, description="Google Drive file id.")
+    view_url: str | None = Field(None, description="Google Drive page of the file.")
+    source_filename: str | None = Field(None, description="File name ComfyUI wrote, when re-encoding "
+                                                          "changed it.")
 
 
 class CompatImage(BaseModel):

@@ -10,9 +10,9 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 
 def _env(name: str, description: str, default: Any = None, **kwargs: Any) -> Any:
@@ -192,6 +192,66 @@ class Settings(BaseModel):
                 f"{names.get(str(err['loc'][0]), err['loc'][0])}: {err['msg']}" for err in exc.errors()
             )
             raise SettingsError(f"invalid environment: {problems}") from None
+
+    # --- Delivery and input media ----------------------------------------------------------------
+    delivery_provider: Literal["inline", "auto", "s3", "gdrive"] = _env(
+        "DELIVERY_PROVIDER", "Delivery target when a request names none (`inline`, `auto`, `s3`, `gdrive`).",
+        "auto")
+    inline_max_bytes: int = _env("INLINE_MAX_BYTES", "Largest JSON size, in bytes, of the outputs returned "
+                                 "inline. RunPod refuses results over 10 MB (/run) or 20 MB (/runsync).",
+                                 9 * 1024 * 1024, ge=1024)
+    output_quality: int = _env("OUTPUT_QUALITY", "JPEG/WEBP quality used when a request re-encodes without "
+                               "`quality`.", 90, ge=1, le=100)
+    max_reencode_pixels: int = _env("MAX_REENCODE_PIXELS", "Largest image, in pixels, that is decoded for "
+                                    "re-encoding or as an input (decompression-bomb guard).", 100_000_000, ge=1)
+    bucket_endpoint_url: str | None = _env("BUCKET_ENDPOINT_URL", "S3-compatible endpoint (runpod SDK name). "
+                                           "Unset with keys set: AWS S3.")
+    bucket_access_key_id: SecretStr | None = _env("BUCKET_ACCESS_KEY_ID", "S3 access key id (runpod SDK name).")
+    bucket_secret_access_key: SecretStr | None = _env("BUCKET_SECRET_ACCESS_KEY", "S3 secret access key "
+                                                      "(runpod SDK name).")
+    bucket_name: str | None = _env("BUCKET_NAME", "Default S3 bucket for outputs.")
+    bucket_region: str | None = _env("BUCKET_REGION", "S3 region (`auto` for R2). Default: taken from an AWS "
+                                     "endpoint URL, else `us-east-1`.")
+    bucket_addressing_style: Literal["path", "virtual", "auto"] = _env(
+        "BUCKET_ADDRESSING_STYLE", "S3 addressing style: `path`, `virtual` or `auto`.", "path")
+    bucket_key_template: str = _env("BUCKET_KEY_TEMPLATE", "Object key template (see docs/delivery.md).",
+                                    "{job_id}/{filename}")
+    bucket_path_prefix: str = _env("BUCKET_PATH_PREFIX", "Prefix put before every object key.", "")
+    bucket_public_url: str | None = _env("BUCKET_PUBLIC_URL", "Base URL of a public bucket; when set, results "
+                                         "carry `<base>/<key>` instead of presigned URLs.")
+    bucket_url_expiry: int = _env("BUCKET_URL_EXPIRY", "Lifetime of presigned URLs in seconds.", 86400,
+                                  ge=1, le=604800)
+    upload_concurrency: int = _env("UPLOAD_CONCURRENCY", "Outputs uploaded at the same time.", 4, ge=1, le=64)
+    upload_part_concurrency: int = _env("UPLOAD_PART_CONCURRENCY", "Parts of one large output uploaded at the "
+                                        "same time.", 8, ge=1, le=64)
+    upload_multipart_threshold: int = _env("UPLOAD_MULTIPART_THRESHOLD", "Outputs from this size (bytes) on "
+                                           "are uploaded in parts.", 16 * 1024 * 1024, ge=5 * 1024 * 1024)
+    upload_part_size: int = _env("UPLOAD_PART_SIZE", "Part size in bytes of multipart uploads.",
+                                 16 * 1024 * 1024, ge=5 * 1024 * 1024)
+    upload_retries: int = _env("UPLOAD_RETRIES", "Tries per output before a transient storage error fails "
+                               "the job.", 4, ge=1, le=10)
+    upload_timeout: float = _env("UPLOAD_TIMEOUT", "Connect/read timeout in seconds of each storage call.",
+                                 60.0, gt=0)
+    gdrive_credentials: SecretStr | None = _env("GDRIVE_CREDENTIALS", "Google service-account key: JSON, "
+                                                "base64 of the JSON, or a file path.")
+    gdrive_folder_id: str | None = _env("GDRIVE_FOLDER_ID", "Google Drive folder or shared-drive id for "
+                                        "outputs.")
+    gdrive_share_anyone: bool = _env("GDRIVE_SHARE_ANYONE", "Share uploaded files with anyone who has the "
+                                     "link.", False)
+    gdrive_chunk_size: int = _env("GDRIVE_CHUNK_SIZE", "Chunk size in bytes of resumable Drive uploads "
+                                  "(a multiple of 256 KiB).", 8 * 1024 * 1024, ge=256 * 1024)
+    gdrive_api_endpoint: str | None = _env("GDRIVE_API_ENDPOINT", "Drive API base URL override (private "
+                                           "gateways, tests). Default: Google's.")
+    input_fetch_timeout: float = _env("INPUT_FETCH_TIMEOUT", "Seconds allowed to download one input URL.",
+                                      60.0, gt=0)
+    input_max_redirects: int = _env("INPUT_MAX_REDIRECTS", "Redirects followed when downloading an input.", 5,
+                                    ge=0, le=20)
+    max_input_media_bytes: int = _env("MAX_INPUT_MEDIA_BYTES", "Largest size of one video or audio input, in "
+                                      "bytes.", 500 * 1024 * 1024, ge=1)
+    allow_private_urls: bool = _env("ALLOW_PRIVATE_URLS", "Allow input URLs and request-supplied storage "
+                                    "endpoints on loopback, private or other non-public addresses.", False)
+    allow_http_urls: bool = _env("ALLOW_HTTP_URLS", "Allow plain http:// input URLs and storage endpoints "
+                                 "from requests.", False)
 
 
 class SettingsError(ValueError):

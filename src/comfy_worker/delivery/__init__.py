@@ -1,6 +1,10 @@
-"""Delivery targets for job outputs: one interface, one module per target."""
+"""Delivery targets for job outputs: one interface, one module per target, and the router that picks one."""
 
 from .base import DeliveryContext, DeliveryProvider, describe
+from .gdrive import GDriveDelivery
 from .inline import InlineDelivery
+from .router import DeliveryResult, compat_images, deliver_outputs, inline_size
+from .s3 import S3Delivery, S3Target, s3_target
 
-__all__ = ["DeliveryContext", "DeliveryProvider", "InlineDelivery", "describe"]
+__all__ = ["DeliveryContext", "DeliveryProvider", "DeliveryResult", "GDriveDelivery", "InlineDelivery",
+           "S3Delivery", "S3Target", "compat_images", "deliver_outputs", "describe", "inline_size", "s3_target"]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..media.outputs import ProducedOutput, image_size
+from ..media.probe import probe
 from ..schema import OutputEntry
 
 
@@ -21,18 +22,25 @@ class DeliveryContext:
 
 
 def describe(item: ProducedOutput, **extra: Any) -> OutputEntry:
-    """The result entry of an output, before the provider adds `data` or `url`."""
+    """The result entry of an output, before the provider adds `data` or `url`.
+
+    Width/height come from image headers (images, animations) or the MP4/MOV track header (video);
+    duration from WAV, FLAC and MP4/MOV headers. Nothing is decoded."""
     content = item.content()
     width = height = None
+    duration = None
     if item.kind in {"image", "animation"}:
         size = image_size(content)
         if size:
             width, height = size
+    elif item.kind in {"video", "audio"}:
+        facts = probe(content)
+        width, height, duration = facts.width, facts.height, facts.duration
     return OutputEntry(
         node_id=item.node_id, kind=item.kind, key=item.key,  # type: ignore[arg-type]
         filename=item.filename, type=item.ref.type if item.ref else None,  # type: ignore[arg-type]
         mime_type=item.mime_type, size=len(content), sha256=item.sha256(), width=width, height=height,
-        text=item.text, **extra)
+        duration=duration, text=item.text, source_filename=item.source_filename, **extra)
 
 
 def b64(data: bytes) -> str:

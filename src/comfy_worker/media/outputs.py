@@ -97,6 +97,7 @@ class ProducedOutput:
     mime_type: str
     ref: FileRef | None = None
     text: str | None = None
+    source_filename: str | None = None  # the name ComfyUI wrote, when re-encoding changed it
     _content: bytes | None = field(default=None, repr=False)
     _loader: Callable[[FileRef], bytes] | None = field(default=None, repr=False)
 

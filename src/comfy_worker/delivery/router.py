@@ -1,0 +1,166 @@
+"""From collected outputs to the result's `outputs` and `images`: re-encode on request, choose the target
+(inline, S3, Google Drive, or `auto`), deliver, and build the compatible `images` list."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..errors import ErrorCode, WorkerError
+from ..media.encode import is_animated, reencode, strip_png_text
+from ..media.outputs import ProducedOutput
+from ..schema import CompatImage, OutputConfig, OutputEntry
+from ..settings import Settings
+from .base import DeliveryContext, DeliveryProvider
+from .gdrive import GDriveDelivery, gdrive_configured
+from .inline import InlineDelivery
+from .s3 import S3Delivery, s3_target
+
+log = logging.getLogger(__name__)
+
+# JSON around each inline entry (field names, node id, hashes, ...) is well under this.
+_ENTRY_OVERHEAD = 512
+
+
+@dataclass
+class DeliveryResult:
+    entries: list[OutputEntry]
+    images: list[CompatImage]
+    warnings: list[str] = field(default_factory=list)
+    provider: str = "inline"
+
+
+def deliver_outputs(ctx: DeliveryContext, outputs: list[ProducedOutput], config: OutputConfig,
+                    s3_config: dict[str, Any] | None, settings: Settings) -> DeliveryResult:
+    """Deliver a job's outputs as the request and the operator's settings say.
+
+    Raises WorkerError: INVALID_INPUT (bad storage options), OUTPUT_TOO_LARGE (inline result over
+    INLINE_MAX_BYTES), UPLOAD_FAILED (storage failed; nothing is reported as delivered)."""
+    warnings: list[str] = []
+    prepared = prepare_outputs(outputs, config, settings, warnings)
+    provider = choose_provider(prepared, config, s3_config, settings, warnings)
+    entries = provider.deliver(ctx, prepared)
+    return DeliveryResult(entries=entries, images=compat_images(entries), warnings=warnings,
+                          provider=provider.name)
+
+
+def prepare_outputs(outputs: list[ProducedOutput], config: OutputConfig, settings: Settings,
+                    warnings: list[str]) -> list[ProducedOutput]:
+    """Re-encode still images when asked, and strip embedded workflow metadata when that is the choice."""
+    fmt = config.format
+    strip = config.strip_metadata if config.strip_metadata is not None else fmt != "original"
+    quality = config.quality or settings.output_quality
+    prepared: list[ProducedOutput] = []
+    for item in outputs:
+        if item.kind != "image" or item.ref is None:
+            prepared.append(item)
+            continue
+        data = item.content()
+        if fmt != "original" and is_animated(data):
+            warnings.append(f"output {item.filename} is animated; only still images are re-encoded")
+        elif fmt != "original":
+            try:
+                encoded = reencode(data, item.ref.filename, fmt=fmt, quality=quality, strip_metadata=strip,
+                                   max_pixels=settings.max_reencode_pixels)
+            except WorkerError as exc:
+                warnings.append(f"output {item.filename} of node {item.node_id} was not re-encoded "
+                                f"({exc.message}); delivered as written")
+            else:
+                if not strip and fmt != "png":
+                    warnings.append(f"output {item.filename}: metadata is only kept when re-encoding to png")
+                prepared.append(_with_content(item, encoded.data, encoded.filename, encoded.mime))
+                continue
+        if strip and item.mime_type == "image/png":
+            prepared.append(_with_content(item, strip_png_text(data), item.ref.filename, item.mime_type))
+        else:
+            prepared.append(item)
+    return prepared
+
+
+def _with_content(item: ProducedOutput, data: bytes, filename: str, mime: str) -> ProducedOutput:
+    assert item.ref is not None
+    out = ProducedOutput(node_id=item.node_id, key=item.key, kind=item.kind, mime_type=mime,
+                         ref=replace(item.ref, filename=filename), _content=data,
+                         source_filename=item.ref.filename if filename != item.ref.filename else None)
+    item.release()
+    return out
+
+
+def inline_size(outputs: list[ProducedOutput]) -> int:
+    """Bytes the outputs take in the result JSON when returned inline (outputs plus the compat list)."""
+    total = 0
+    for item in outputs:
+        n = len(item.content())
+        if item.kind == "text":
+            total += n * 2 + _ENTRY_OVERHEAD  # escaped characters can double the size
+        else:
+            encoded = 4 * ((n + 2) // 3)
+            # Images appear twice: in `outputs` and in the compatible `images` list.
+            total += encoded * (2 if item.kind in {"image", "animation"} else 1) + _ENTRY_OVERHEAD
+    return total
+
+
+def _storage_for(config: OutputConfig, s3_config: dict[str, Any] | None,
+                 settings: Settings) -> DeliveryProvider | None:
+    target = s3_target(settings, s3_config, config.storage)
+    if target is not None:
+        return S3Delivery(target, settings, config.storage)
+    if gdrive_configured(settings):
+        return GDriveDelivery(settings, config.storage)
+    return None
+
+
+def choose_provider(outputs: list[ProducedOutput], config: OutputConfig, s3_config: dict[str, Any] | None,
+                    settings: Settings, warnings: list[str]) -> DeliveryProvider:
+    name = config.storage.provider or settings.delivery_provider
+    if name == "s3":
+        target = s3_target(settings, s3_config, config.storage)
+        if target is None:
+            raise WorkerError(ErrorCode.INVALID_INPUT, "output_config.storage.provider is 's3' but no S3 "
+                              "storage is configured (s3Config or BUCKET_* variables)",
+                              {"errors": [{"field": "output_config.storage.provider",
+                                           "problem": "no S3 storage configured"}]})
+        return S3Delivery(target, settings, config.storage)
+    if name == "gdrive":
+        if not gdrive_configured(settings):
+            raise WorkerError(ErrorCode.INVALID_INPUT, "output_config.storage.provider is 'gdrive' but Google "
+                              "Drive is not configured (GDRIVE_CREDENTIALS)",
+                              {"errors": [{"field": "output_config.storage.provider",
+                                           "problem": "Google Drive not configured"}]})
+        return GDriveDelivery(settings, config.storage)
+    size = inline_size(outputs)
+    limit = settings.inline_max_bytes
+    if size <= limit:
+        return InlineDelivery()
+    if name == "auto":
+        # A request-level s3Config is an explicit wish for storage, so it wins over Drive.
+        storage = _storage_for(config, s3_config, settings)
+        if storage is not None:
+            warnings.append(f"outputs take about {size} bytes inline, over {limit} (INLINE_MAX_BYTES); "
+                            f"delivered to {storage.name}")
+            return storage
+        raise _too_large(size, limit, outputs, "no storage is configured")
+    raise _too_large(size, limit, outputs, "inline delivery was requested")
+
+
+def _too_large(size: int, limit: int, outputs: list[ProducedOutput], why: str) -> WorkerError:
+    return WorkerError(
+        ErrorCode.OUTPUT_TOO_LARGE,
+        f"the outputs take about {size / 1e6:.1f} MB inline, over the limit of {limit / 1e6:.1f} MB "
+        f"(INLINE_MAX_BYTES), and {why}; configure S3 or Google Drive (output_config.storage)",
+        {"inline_bytes": size, "limit_bytes": limit,
+         "outputs": [{"node_id": o.node_id, "filename": o.filename, "size": len(o.content())} for o in outputs]})
+
+
+def compat_images(entries: list[OutputEntry]) -> list[CompatImage]:
+    """The compatible `images` list: one per still or animated image, base64 or URL."""
+    images = []
+    for entry in entries:
+        if entry.kind not in {"image", "animation"} or entry.filename is None:
+            continue
+        if entry.data is not None:
+            images.append(CompatImage(filename=entry.filename, type="base64", data=entry.data))
+        elif entry.url is not None:
+            images.append(CompatImage(filename=entry.filename, type="s3_url", data=entry.url))
+    return images
