@@ -18,12 +18,13 @@ from typing import Any
 from .comfy.client import ComfyUnavailable, PromptRejected
 from .comfy.events import COMFY_EXITED, RECONNECTED, Event
 from .comfy.runtime import ComfyRuntime
-from .delivery import DeliveryContext, InlineDelivery
+from .delivery import DeliveryContext, deliver_outputs
+from .delivery.s3 import s3_target
 from .errors import ErrorCode, WorkerError
 from .media.outputs import Collected, FileRef, collect_outputs, local_path
-from .media.staging import decode_base64_media, decode_images, rewrite_references, sniff_extension, upload_files
+from .media.staging import MediaRequest, check_images, fetch_media, rewrite_references, upload_files
 from .progress import ProgressTracker, Sender
-from .schema import CompatImage, JobInput, JobResult, parse_job_input
+from .schema import JobInput, JobResult, parse_job_input
 from .settings import Settings
 from .workflow.preflight import flatten_node_errors
 from .workflow import Policy, ResolvedWorkflow, is_ui_workflow, resolve_workflow, set_media_name
@@ -296,19 +297,17 @@ class Job:
         with t.stage("parse"):
             request = parse_job_input(self.raw.get("input"))
             self.request = request
-            images = decode_images(request.images, max_count=self.settings.max_input_images,
-                                   max_bytes=self.settings.max_input_image_bytes,
-                                   max_total=self.settings.max_input_total_bytes)
+            check_images(request.images, max_count=self.settings.max_input_images)
         with t.stage("wait_comfyui"):
             await self.runtime.ensure_ready_async()
         with t.stage("preflight"):
-            resolved = await asyncio.to_thread(self._resolve, request, [name for name, _ in images])
+            resolved = await asyncio.to_thread(self._resolve, request, [image.name for image in request.images])
         if request.execution_config.dry_run:
             result = dry_run_result(resolved, self.warnings)
             result["timings"] = t.total()
             return result
         with t.stage("stage_inputs"):
-            await asyncio.to_thread(self._stage, resolved, images)
+            await asyncio.to_thread(self._stage, resolved, request)
         mark_outputs(resolved.graph, self.state, output_class_types(self._catalogue))
         entry = await self._submit_and_follow(resolved.graph, resolved.output_nodes)
         failure = history_error(entry, resolved.graph)
@@ -340,17 +339,20 @@ class Job:
             policy=Policy.from_settings(self.settings), input_files=self.runtime.input_files(),
             staged_files=image_names)
 
-    def _stage(self, resolved: ResolvedWorkflow, images: list[tuple[str, bytes]]) -> None:
-        files = list(images)
-        for index, slot in enumerate(resolved.media):
-            data = decode_base64_media(slot.value, field=f"inputs.{slot.key}",
-                                       max_bytes=self.settings.max_input_image_bytes)
-            files.append((f"input-{index}{sniff_extension(data)}", data))
-        if not files:
+    def _stage(self, resolved: ResolvedWorkflow, request: JobInput) -> None:
+        """Fetch every input (after the pre-flight, so a bad graph costs no download) and upload it into
+        this job's own subfolder of ComfyUI's input folder."""
+        wanted = [MediaRequest(f"images[{i}].image", image.image, image.name) for i, image in enumerate(request.images)]
+        wanted += [MediaRequest(f"inputs.{slot.key}", slot.value, None, "any") for slot in resolved.media]
+        if not wanted:
             return
+        s3_defaults = s3_target(self.settings, self.raw.get("s3Config"), require_bucket=False)
+        files = fetch_media(wanted, settings=self.settings, s3_defaults=s3_defaults,
+                            max_total=self.settings.max_input_total_bytes)
         staged = upload_files(self.runtime.client, files, self.state.subfolder)
-        rewrite_references(resolved.graph, staged[:len(images)])
-        for slot, item in zip(resolved.media, staged[len(images):]):
+        count = len(request.images)
+        rewrite_references(resolved.graph, staged[:count])
+        for slot, item in zip(resolved.media, staged[count:]):
             set_media_name(resolved.graph, slot, item.reference)
 
     # --- submit and follow ------------------------------------------------------------------------
@@ -482,11 +484,12 @@ class Job:
         return collected
 
     def _deliver(self, collected: Collected) -> dict[str, Any]:
+        assert self.request is not None
         ctx = DeliveryContext(job_id=self.job_id, prompt_id=self.state.prompt_id)
-        entries = InlineDelivery().deliver(ctx, collected.outputs)
-        images = [CompatImage(filename=e.filename or "", type="base64", data=e.data or "")
-                  for e in entries if e.kind == "image" and e.data]
-        result = JobResult(prompt_id=self.state.prompt_id, outputs=entries, images=images,
+        delivered = deliver_outputs(ctx, collected.outputs, self.request.output_config, self.raw.get("s3Config"),
+                                    self.settings)
+        self.warnings.extend(delivered.warnings)
+        result = JobResult(prompt_id=self.state.prompt_id, outputs=delivered.entries, images=delivered.images,
                            timings={}, warnings=self.warnings)
         return result.model_dump(mode="json", exclude_none=True)
 

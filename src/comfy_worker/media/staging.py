@@ -3,22 +3,18 @@ rewrite the workflow's references to the names ComfyUI returns."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from ..comfy.client import ComfyClient, ComfyUnavailable
 from ..errors import ErrorCode, WorkerError
 from ..schema import InputImage
+from ..settings import Settings
+from .inputs import Slot, resolve_input
 from .outputs import guess_mime
 
 log = logging.getLogger("comfy_worker.media.staging")
-
-_DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*?);base64,", re.IGNORECASE)
-
 
 @dataclass(frozen=True)
 class StagedFile:
@@ -27,71 +23,45 @@ class StagedFile:
     size: int
 
 
-def decode_base64_media(value: str, *, field: str, max_bytes: int) -> bytes:
-    """Decode base64 or a base64 data URI, refusing oversized payloads before decoding them."""
-    match = _DATA_URI.match(value[:256])
-    payload = value[match.end():] if match else value
-    payload = "".join(payload.split())
-    # 4 base64 characters carry 3 bytes; refuse before allocating the decoded buffer.
-    if len(payload) // 4 * 3 > max_bytes + 3:
-        raise WorkerError(ErrorCode.INVALID_INPUT, f"{field}: larger than the limit of {max_bytes} bytes",
-                          {"errors": [{"field": field, "problem": f"decoded size exceeds {max_bytes} bytes"}]})
-    try:
-        data = base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise WorkerError(ErrorCode.INVALID_INPUT, f"{field}: not valid base64 or a base64 data URI",
-                          {"errors": [{"field": field, "problem": "not valid base64 or a base64 data URI"}]}
-                          ) from None
-    if not data:
-        raise WorkerError(ErrorCode.INVALID_INPUT, f"{field}: empty file",
-                          {"errors": [{"field": field, "problem": "decodes to zero bytes"}]})
-    if len(data) > max_bytes:
-        raise WorkerError(ErrorCode.INVALID_INPUT, f"{field}: larger than the limit of {max_bytes} bytes",
-                          {"errors": [{"field": field, "problem": f"decoded size {len(data)} exceeds {max_bytes}"}]})
-    return data
+@dataclass(frozen=True)
+class MediaRequest:
+    """One input to fetch and stage: where it came from in the request, its value, and its file name."""
+
+    field: str
+    value: str
+    name: str | None  # the caller's name (``images[].name``), or None to name it from its content
+    slot: Slot = "image"
 
 
-_MAGIC = [
-    (b"\x89PNG\r\n\x1a\n", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF87a", ".gif"), (b"GIF89a", ".gif"),
-    (b"BM", ".bmp"), (b"fLaC", ".flac"), (b"OggS", ".ogg"), (b"ID3", ".mp3"), (b"\x1aE\xdf\xa3", ".webm"),
-]
-
-
-def sniff_extension(data: bytes) -> str:
-    """A file extension from the content's magic bytes (ComfyUI's loaders pick decoders by content or name)."""
-    for magic, ext in _MAGIC:
-        if data.startswith(magic):
-            return ext
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return ".webp"
-    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-        return ".wav"
-    if data[4:8] == b"ftyp":
-        return ".mp4"
-    return ".bin"
-
-
-def decode_images(images: list[InputImage], *, max_count: int, max_bytes: int,
-                  max_total: int) -> list[tuple[str, bytes]]:
-    """Decode every input image, checking count, per-file and total limits and duplicate names."""
+def check_images(images: list[InputImage], *, max_count: int) -> None:
+    """Count and names of the `images` list, checked before anything is fetched."""
     if len(images) > max_count:
         raise WorkerError(ErrorCode.INVALID_INPUT, f"images: at most {max_count} images are accepted",
                           {"errors": [{"field": "images", "problem": f"{len(images)} given, limit {max_count}"}]})
     seen: set[str] = set()
-    decoded: list[tuple[str, bytes]] = []
-    total = 0
     for i, item in enumerate(images):
         if item.name in seen:
             raise WorkerError(ErrorCode.INVALID_INPUT, f"images[{i}].name: duplicate name '{item.name}'",
                               {"errors": [{"field": f"images[{i}].name", "problem": "duplicate name"}]})
         seen.add(item.name)
-        data = decode_base64_media(item.image, field=f"images[{i}].image", max_bytes=max_bytes)
-        total += len(data)
-        if total > max_total:
-            raise WorkerError(ErrorCode.INVALID_INPUT, f"images: all images together exceed {max_total} bytes",
-                              {"errors": [{"field": "images", "problem": f"total decoded size exceeds {max_total}"}]})
-        decoded.append((item.name, data))
-    return decoded
+
+
+def fetch_media(requests_: list[MediaRequest], *, settings: Settings, s3_defaults: Any,
+                max_total: int) -> list[tuple[str, bytes]]:
+    """Resolve every input (base64, data URI, https or s3 URL) within one job-wide byte budget."""
+    files: list[tuple[str, bytes]] = []
+    used = 0
+    for index, req in enumerate(requests_):
+        left = max_total - used
+        if left <= 0:
+            raise WorkerError(ErrorCode.INVALID_INPUT, f"{req.field}: the job's inputs together exceed "
+                              f"{max_total} bytes", {"errors": [{"field": req.field,
+                                                                 "problem": f"total input size exceeds {max_total}"}]})
+        media = resolve_input(req.value, field=req.field, settings=settings, s3_defaults=s3_defaults,
+                              slot=req.slot, max_bytes=left)
+        used += len(media.data)
+        files.append((req.name or f"input-{index}{media.ext}", media.data))
+    return files
 
 
 def upload_files(client: ComfyClient, files: list[tuple[str, bytes]], subfolder: str) -> list[StagedFile]:
