@@ -41,7 +41,39 @@ def error_table() -> str:
     return "\n".join(rows)
 
 
-BLOCKS = {"env": env_table, "errors": error_table}
+def _type_name(annotation: object) -> str:
+    text = str(annotation).replace("typing.", "").replace("comfy_worker.schema.", "")
+    text = re.sub(r"<class '([^']+)'>", r"\1", text)
+    return text.replace("NoneType", "null")
+
+
+def input_table() -> str:
+    """Every field of the job input, nested models flattened to dotted names."""
+    from pydantic import BaseModel
+
+    from .schema import JobInput
+
+    rows = ["| Field | Type | Default | Meaning |", "|---|---|---|---|"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            path = f"{prefix}{name}"
+            nested = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            if nested is not None:
+                walk(nested, f"{path}.")
+                continue
+            default = "required" if field.is_required() else _default(
+                field.default_factory() if field.default_factory else field.default)  # type: ignore[call-arg]
+            description = (field.description or "").replace("\n", " ").replace("|", "\\|")
+            type_name = _type_name(annotation).replace(" | ", " or ")
+            rows.append(f"| `{path}` | `{type_name}` | `{default}` | {description} |")
+
+    walk(JobInput, "")
+    return "\n".join(rows)
+
+
+BLOCKS = {"env": env_table, "errors": error_table, "input": input_table}
 
 
 def render(text: str) -> str:

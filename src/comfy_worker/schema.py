@@ -24,7 +24,8 @@ class InputImage(_Strict):
 
     name: str = Field(description="File name the workflow refers to (for example in LoadImage's `image`).",
                       examples=["input.png"])
-    image: str = Field(description="The image as base64, or as a data URI (`data:image/png;base64,...`).",
+    image: str = Field(description="The image as base64, a data URI (`data:image/png;base64,...`), an `https://` "
+                                   "URL or an `s3://bucket/key` (fetched with the configured credentials).",
                        min_length=1)
 
     @field_validator("name")
@@ -101,12 +102,14 @@ class ExecutionConfig(_Strict):
 class JobInput(_Strict):
     """`job["input"]` of a RunPod job sent to this worker."""
 
-    workflow: dict[str, Any] = Field(description="The workflow in ComfyUI's API format (node id -> node).")
+    workflow: dict[str, Any] = Field(description="The workflow: ComfyUI's API format (node id -> node), or the "
+                                     "UI format the web app saves (converted on the worker).")
     images: list[InputImage] = Field(default_factory=list,
                                      description="Input images, uploaded to ComfyUI before the run.")
     inputs: dict[str, Any] | list[dict[str, Any]] | None = Field(
-        None, description="Node input values keyed `\"<node id>.<input>\"` or `\"<node title>.<input>\"`; a list "
-                          "of such objects queues one run per set (a batch). See docs/workflows.md.")
+        None, description="Node input values keyed `\"<node id>.<input>\"` or `\"<node title>.<input>\"`. A list of "
+                          "such objects (a batch) is refused with INVALID_INPUT by this version: send one job per "
+                          "set. See docs/workflows.md.")
     output_config: OutputConfig = Field(default_factory=OutputConfig)
     execution_config: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
