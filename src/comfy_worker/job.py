@@ -26,6 +26,9 @@ from .media.staging import MediaRequest, check_images, fetch_media, rewrite_refe
 from .progress import ProgressTracker, Sender
 from .schema import JobInput, JobResult, parse_job_input
 from .settings import Settings
+from .image.volume import model_download_root
+from .models.download import DownloadError, ensure_models, options_from_settings
+from .models.manifest import FetchWhen, load_manifest
 from .workflow.preflight import flatten_node_errors
 from .workflow import Policy, ResolvedWorkflow, is_ui_workflow, resolve_workflow, set_media_name
 
@@ -332,12 +335,44 @@ class Job:
         workflow = copy.deepcopy(request.workflow)
         if not is_ui_workflow(workflow):
             check_api_format(workflow)
-        return resolve_workflow(
-            workflow, self._catalogue, inputs=request.inputs,
-            randomize=request.execution_config.randomize_seeds,
-            output_nodes=request.execution_config.output_nodes, models=self.runtime.model_lists(),
-            policy=Policy.from_settings(self.settings), input_files=self.runtime.input_files(),
-            staged_files=image_names)
+
+        def attempt() -> ResolvedWorkflow:
+            return resolve_workflow(
+                copy.deepcopy(workflow), self._catalogue, inputs=request.inputs,
+                randomize=request.execution_config.randomize_seeds,
+                output_nodes=request.execution_config.output_nodes, models=self.runtime.model_lists(),
+                policy=Policy.from_settings(self.settings), input_files=self.runtime.input_files(),
+                staged_files=image_names)
+
+        try:
+            return attempt()
+        except WorkerError as err:
+            if err.code is not ErrorCode.MISSING_MODELS or not self._fetch_on_demand(err):
+                raise
+        return attempt()
+
+    def _fetch_on_demand(self, err: WorkerError) -> bool:
+        """Download missing models that models.yaml lists as `on_demand`; True when all of them were."""
+        if not self.settings.model_download_on_demand:
+            return False
+        manifest = load_manifest(self.settings.models_manifest, missing_ok=True)
+        entries = []
+        for missing in err.details.get("missing_models", []):
+            entry = manifest.lookup(str(missing.get("folder")), str(missing.get("file")))
+            if entry is None or entry.fetch is not FetchWhen.ON_DEMAND:
+                return False
+            entries.append(entry)
+        if not entries:
+            return False
+        log.info("job=%s fetching %d on-demand model(s): %s", self.job_id, len(entries),
+                 ", ".join(e.filename for e in entries))
+        with self.timings.stage("fetch_models"):
+            try:
+                ensure_models(entries, model_download_root(self.settings), options=options_from_settings(self.settings))
+            except DownloadError as exc:
+                raise exc.to_worker_error() from None
+        self.runtime.forget_model_lists()
+        return True
 
     def _stage(self, resolved: ResolvedWorkflow, request: JobInput) -> None:
         """Fetch every input (after the pre-flight, so a bad graph costs no download) and upload it into

@@ -143,6 +143,9 @@ class ComfyRuntime:
         self._models, self._models_at = lists, now
         return lists
 
+    def forget_model_lists(self) -> None:
+        self._models = None
+
     def _list_folder(self, folder: str) -> list[str]:
         try:
             return self.client.models(folder)

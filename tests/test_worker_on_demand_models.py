@@ -1,0 +1,64 @@
+"""A job whose workflow names a missing model that models.yaml lists as on_demand gets it downloaded first."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import threading
+
+import yaml
+
+from .captures import capture
+from .workerkit import boot_runtime, error_of, run
+
+
+def serve(payload: bytes):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def sd_workflow(ckpt: str) -> dict:
+    wf = json.loads(json.dumps(capture("sd_txt2img_run1_request.json")["prompt"]))
+    for node in wf.values():
+        if node["class_type"] == "CheckpointLoaderSimple":
+            node["inputs"]["ckpt_name"] = ckpt
+        if node["class_type"] == "KSampler":
+            node["inputs"]["steps"] = 2
+    return wf
+
+
+def test_missing_on_demand_model_is_fetched_then_the_job_runs(tmp_path):
+    payload = b"not really a checkpoint, but bytes with a known hash" * 100
+    server = serve(payload)
+    manifest = tmp_path / "models.yaml"
+    manifest.write_text(yaml.safe_dump({"models": [
+        {"url": f"http://127.0.0.1:{server.server_port}/tiny.ckpt", "folder": "checkpoints",
+         "filename": "tiny.ckpt", "sha256": hashlib.sha256(payload).hexdigest(), "fetch": "on_demand"},
+    ]}))
+    models_root = tmp_path / "comfyui" / "models"
+    runtime, settings = boot_runtime(tmp_path, MODELS_MANIFEST=str(manifest), MODEL_DOWNLOAD_ROOT=str(models_root))
+    try:
+        result = run(runtime, settings, {"workflow": sd_workflow("tiny.ckpt")})
+        assert "error" not in result, result
+        assert (models_root / "checkpoints" / "tiny.ckpt").read_bytes() == payload
+        assert "fetch_models" in result["timings"]
+        # A model the manifest does not list stays a clear MISSING_MODELS error, with close names.
+        err = error_of(run(runtime, settings, {"workflow": sd_workflow("tiny2.ckpt")}, job_id="other"))
+        assert err["code"] == "MISSING_MODELS"
+        [missing] = err["details"]["missing_models"]
+        assert missing["file"] == "tiny2.ckpt" and "tiny.ckpt" in missing["closest"]
+    finally:
+        runtime.shutdown()
+        server.shutdown()
