@@ -3,7 +3,7 @@
 import pytest
 
 from comfy_worker.errors import ErrorCode
-from comfy_worker.job import history_error, rejected_error
+from comfy_worker.comfy.failures import history_error, rejected_error
 
 from .captures import capture
 

@@ -23,14 +23,14 @@ from .delivery.s3 import s3_target
 from .errors import ErrorCode, WorkerError
 from .media.outputs import Collected, FileRef, collect_outputs, local_path
 from .media.staging import MediaRequest, check_images, fetch_media, rewrite_references, upload_files
-from .progress import ProgressTracker, Sender
+from .progress import BatchProgress, ProgressTracker, Sender
 from .schema import JobInput, JobResult, parse_job_input
 from .settings import Settings
 from .image.volume import model_download_root
 from .models.download import DownloadError, ensure_models, options_from_settings
 from .models.manifest import FetchWhen, load_manifest
-from .workflow.preflight import flatten_node_errors
-from .workflow import Policy, ResolvedWorkflow, is_ui_workflow, resolve_workflow, set_media_name
+from .comfy.failures import history_error, node_label, rejected_error
+from .workflow import Policy, ResolvedWorkflow, expand_batch, is_ui_workflow, resolve_workflow, set_media_name
 
 log = logging.getLogger("comfy_worker.job")
 
@@ -66,15 +66,23 @@ class Timings:
 
 
 @dataclass
-class JobState:
-    """What one job has touched in ComfyUI, so it can be cleaned up whatever happens."""
+class PromptRun:
+    """One prompt of a job (a batch has one per input set), and what it has touched in ComfyUI, so it can
+    be stopped and cleaned up whatever happens."""
 
-    job_id: str
+    index: int
     token: str
-    prompt_id: str
+    resolved: ResolvedWorkflow
+    prompt_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     submitted: bool = False
     finished: bool = False
+    entry: dict[str, Any] | None = None
+    error: WorkerError | None = None
     temp_files: list[FileRef] = field(default_factory=list)
+
+    @property
+    def graph(self) -> dict[str, Any]:
+        return self.resolved.graph
 
     @property
     def subfolder(self) -> str:
@@ -111,7 +119,7 @@ def output_class_types(object_info: dict[str, Any]) -> set[str]:
     return {name for name, info in object_info.items() if isinstance(info, dict) and info.get("output_node")}
 
 
-def mark_outputs(workflow: dict[str, Any], state: JobState, output_classes: set[str]) -> None:
+def mark_outputs(workflow: dict[str, Any], run: PromptRun, output_classes: set[str]) -> None:
     """Make every output of this job unique: files go to the job's own subfolder, and output nodes carry
     the job marker so ComfyUI's cache never replays another job's (possibly deleted) files. Only output
     nodes are touched, so loaded models and encoded prompts upstream stay cached between jobs."""
@@ -121,8 +129,8 @@ def mark_outputs(workflow: dict[str, Any], state: JobState, output_classes: set[
         inputs = node.setdefault("inputs", {})
         prefix = inputs.get("filename_prefix")
         if isinstance(prefix, str):
-            inputs["filename_prefix"] = f"{state.subfolder}/{prefix.lstrip('/') or 'ComfyUI'}"
-        inputs[JOB_MARKER_INPUT] = state.token
+            inputs["filename_prefix"] = f"{run.subfolder}/{prefix.lstrip('/') or 'ComfyUI'}"
+        inputs[JOB_MARKER_INPUT] = run.token
 
 
 def strip_marker(workflow: dict[str, Any]) -> None:
@@ -131,105 +139,20 @@ def strip_marker(workflow: dict[str, Any]) -> None:
             node["inputs"].pop(JOB_MARKER_INPUT, None)
 
 
-# ------------------------------------------------------------------------------------------------
-# Errors from ComfyUI
-
-
-def _node_label(workflow: dict[str, Any], node_id: str, class_type: str | None = None) -> str:
-    node = workflow.get(node_id)
-    class_type = class_type or (node.get("class_type") if isinstance(node, dict) else None)
-    return f"node {node_id} ({class_type})" if class_type else f"node {node_id}"
-
-
-def rejected_error(body: dict[str, Any], workflow: dict[str, Any]) -> WorkerError:
-    """ComfyUI's 400 answer to /prompt as INVALID_WORKFLOW, every node problem named."""
-    error = body.get("error") if isinstance(body.get("error"), dict) else {}
-    node_errors = body.get("node_errors") if isinstance(body.get("node_errors"), dict) else {}
-    problems = flatten_node_errors(node_errors, workflow)
-    extra = error.get("extra_info") or {}
-    if not problems and error:
-        node_id = extra.get("node_id")
-        if node_id is None:
-            match = re.search(r"#([^']+)'", str(error.get("details", "")))
-            node_id = match.group(1) if match else None
-        class_type = extra.get("class_type")
-        if node_id is not None and class_type is None:
-            class_type = workflow.get(str(node_id), {}).get("class_type") if isinstance(workflow.get(str(node_id)), dict) else None
-        problems.append({"node_id": None if node_id is None else str(node_id), "class_type": class_type,
-                         "type": error.get("type"), "input_name": None, "message": error.get("message"),
-                         "details": error.get("details")})
-    parts = []
-    for p in problems[:5]:
-        where = _node_label(workflow, p["node_id"], p["class_type"]) if p["node_id"] else "workflow"
-        what = p["message"] or p["type"]
-        if p.get("details") and p["details"] not in str(what):
-            what = f"{what}: {p['details']}"
-        parts.append(f"{where}: {what}")
-    if len(problems) > 5:
-        parts.append(f"and {len(problems) - 5} more")
-    message = "ComfyUI rejected the workflow: " + ("; ".join(parts) or str(error.get("message", "invalid")))
-    return WorkerError(ErrorCode.INVALID_WORKFLOW, message,
-                       {"source": "comfyui", "problems": problems, "error": error, "node_errors": node_errors})
-
-
-def _is_oom(exception_type: str, message: str) -> bool:
-    text = f"{exception_type} {message}".lower()
-    return "outofmemory" in text.replace(" ", "") or "out of memory" in text
-
-
-# Errors after which CUDA in this process cannot be trusted again: only a fresh worker helps.
-_GPU_FATAL = ("illegal memory access", "device-side assert", "cuda error: unspecified launch failure",
-              "cudaerrorlaunchfailure", "cublas_status_execution_failed", "ecc error", "uncorrectable",
-              "cuda error: an illegal instruction")
-
-
-def _gpu_unusable(exception_type: str, message: str) -> bool:
-    text = f"{exception_type} {message}".lower()
-    return any(marker in text for marker in _GPU_FATAL)
-
-
-def history_error(entry: dict[str, Any], workflow: dict[str, Any]) -> WorkerError | None:
-    """The failure recorded in a history entry, or None if the prompt succeeded."""
-    status = entry.get("status") or {}
-    if status.get("status_str") == "success" and status.get("completed", True):
-        return None
-    for name, data in status.get("messages") or []:
-        if name == "execution_error":
-            node_id = str(data.get("node_id"))
-            class_type = data.get("node_type") or workflow.get(node_id, {}).get("class_type")
-            exc_type = str(data.get("exception_type", ""))
-            exc_msg = str(data.get("exception_message", "")).strip()
-            details = {"node_id": node_id, "class_type": class_type, "exception_type": exc_type,
-                       "exception_message": exc_msg, "executed": data.get("executed", []),
-                       "traceback": (data.get("traceback") or [])[-3:]}
-            if _is_oom(exc_type, exc_msg):
-                return WorkerError(ErrorCode.OUT_OF_MEMORY,
-                                   f"{_node_label(workflow, node_id, class_type)} ran out of GPU memory: "
-                                   f"{exc_msg.splitlines()[0] if exc_msg else exc_type}", details)
-            first_line = exc_msg.splitlines()[0] if exc_msg else ""
-            fatal = _gpu_unusable(exc_type, exc_msg)
-            if fatal:
-                details["gpu_fault"] = True
-            return WorkerError(ErrorCode.EXECUTION_ERROR,
-                               f"{_node_label(workflow, node_id, class_type)} failed: {exc_type}: {first_line}"
-                               + (" (the GPU is in a bad state; this worker will be replaced)" if fatal else ""),
-                               details, refresh_worker=fatal)
-        if name == "execution_interrupted":
-            node_id = str(data.get("node_id"))
-            return WorkerError(ErrorCode.CANCELLED,
-                               f"ComfyUI interrupted the prompt at {_node_label(workflow, node_id, data.get('node_type'))}",
-                               {"node_id": node_id, "class_type": data.get("node_type")})
-    return WorkerError(ErrorCode.EXECUTION_ERROR, "ComfyUI reported the prompt as failed without an error message",
-                       {"status": status})
-
-
-def dry_run_result(resolved: ResolvedWorkflow, warnings: list[str]) -> dict[str, Any]:
-    """What a dry run returns: the graph ComfyUI would get and the pre-flight report; nothing is run."""
+def _dry_item(resolved: ResolvedWorkflow) -> dict[str, Any]:
     assert resolved.report is not None
-    return {"dry_run": True, "workflow": resolved.graph, "preflight": resolved.report.to_dict(),
+    return {"workflow": resolved.graph, "preflight": resolved.report.to_dict(),
             "media_inputs": [{"node_id": m.node_id, "input_name": m.input_name, "key": m.key}
                              for m in resolved.media],
-            "seeds": resolved.seeds, "warnings": warnings}
+            "seeds": resolved.seeds}
+
+
+def dry_run_result(resolved: list[ResolvedWorkflow], batch: bool, warnings: list[str]) -> dict[str, Any]:
+    """What a dry run returns: the graph ComfyUI would get and the pre-flight report; nothing is run."""
+    if batch:
+        return {"dry_run": True, "items": [{"index": i, **_dry_item(r)} for i, r in enumerate(resolved)],
+                "warnings": warnings}
+    return {"dry_run": True, **_dry_item(resolved[0]), "warnings": warnings}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -246,10 +169,16 @@ class Job:
         self.settings = settings
         self.send_progress = send_progress
         self.timings = Timings(self.job_id)
-        self.state = JobState(job_id=self.job_id, token=new_token(self.job_id), prompt_id=str(uuid.uuid4()))
+        self.token = new_token(self.job_id)
+        self.runs: list[PromptRun] = []
         self.warnings: list[str] = []
         self._catalogue: dict[str, Any] = {}
         self.request: JobInput | None = None
+
+    @property
+    def staging_folder(self) -> str:
+        """The job's subfolder of ComfyUI's input folder (shared by the prompts of a batch)."""
+        return f"{JOBS_SUBFOLDER}/{self.token}"
 
     async def run(self) -> dict[str, Any]:
         """The job's result dict for the runpod SDK: `output` on success, `error` (a JSON string) on failure."""
@@ -293,7 +222,8 @@ class Job:
         restarted = await asyncio.to_thread(self._abort, True)
         return WorkerError(ErrorCode.TIMEOUT, f"the job did not finish within {timeout:g} s; its prompt was "
                            "stopped" + (" and ComfyUI restarted" if restarted else ""),
-                           {"timeout": timeout, "prompt_id": self.state.prompt_id, "comfyui_restarted": restarted})
+                           {"timeout": timeout, "prompt_ids": [r.prompt_id for r in self.runs if r.submitted],
+                            "comfyui_restarted": restarted})
 
     async def _run(self) -> dict[str, Any]:
         t = self.timings
@@ -301,48 +231,56 @@ class Job:
             request = parse_job_input(self.raw.get("input"))
             self.request = request
             check_images(request.images, max_count=self.settings.max_input_images)
+        batch = isinstance(request.inputs, list)
         with t.stage("wait_comfyui"):
             await self.runtime.ensure_ready_async()
         with t.stage("preflight"):
             resolved = await asyncio.to_thread(self._resolve, request, [image.name for image in request.images])
         if request.execution_config.dry_run:
-            result = dry_run_result(resolved, self.warnings)
+            result = dry_run_result(resolved, batch, self.warnings)
             result["timings"] = t.total()
             return result
+        self.runs = [PromptRun(i, f"{self.token}-{i}" if batch else self.token, r) for i, r in enumerate(resolved)]
         with t.stage("stage_inputs"):
-            await asyncio.to_thread(self._stage, resolved, request)
-        mark_outputs(resolved.graph, self.state, output_class_types(self._catalogue))
-        entry = await self._submit_and_follow(resolved.graph, resolved.output_nodes)
-        failure = history_error(entry, resolved.graph)
-        if failure:
-            raise failure
-        with t.stage("collect"):
-            collected = self._collect(entry, request)
-        with t.stage("deliver"):
-            result = await asyncio.to_thread(self._deliver, collected)
-        if resolved.seeds:
-            result["seeds"] = resolved.seeds
+            await asyncio.to_thread(self._stage, request)
+        classes = output_class_types(self._catalogue)
+        for run in self.runs:
+            mark_outputs(run.graph, run, classes)
+        await self._execute(batch)
+        if not batch:
+            run = self.runs[0]
+            if run.error:
+                raise run.error
+            with t.stage("collect"):
+                collected = self._collect(run, request)
+            with t.stage("deliver"):
+                result = await asyncio.to_thread(self._deliver, [(run, collected)])
+        else:
+            result = await self._finish_batch(request)
         result["timings"] = t.total()
         return result
 
-    def _resolve(self, request: JobInput, image_names: list[str]) -> ResolvedWorkflow:
-        """Convert, apply inputs, randomise seeds and pre-flight the graph: before any upload or GPU time."""
-        if isinstance(request.inputs, list):
-            raise WorkerError(ErrorCode.INVALID_INPUT, "inputs: a list of input sets (a batch) needs one job per "
-                              "set with this worker version; send each set as its own job",
-                              {"errors": [{"field": "inputs", "problem": "batches are not supported"}]})
+    # --- resolve and stage --------------------------------------------------------------------------
+    def _resolve(self, request: JobInput, image_names: list[str]) -> list[ResolvedWorkflow]:
+        """Convert, apply inputs, randomise seeds and pre-flight every graph: before any upload or GPU time."""
         self._catalogue = self.runtime.catalogue()
         workflow = copy.deepcopy(request.workflow)
         if not is_ui_workflow(workflow):
             check_api_format(workflow)
 
-        def attempt() -> ResolvedWorkflow:
-            return resolve_workflow(
-                copy.deepcopy(workflow), self._catalogue, inputs=request.inputs,
+        def attempt() -> list[ResolvedWorkflow]:
+            options: dict[str, Any] = dict(
                 randomize=request.execution_config.randomize_seeds,
                 output_nodes=request.execution_config.output_nodes, models=self.runtime.model_lists(),
                 policy=Policy.from_settings(self.settings), input_files=self.runtime.input_files(),
                 staged_files=image_names)
+            if isinstance(request.inputs, list):
+                if len(request.inputs) > self.settings.max_batch_size:
+                    raise WorkerError(ErrorCode.INVALID_INPUT, f"inputs: at most {self.settings.max_batch_size} "
+                                      "input sets in one batch",
+                                      {"errors": [{"field": "inputs", "problem": f"{len(request.inputs)} sets given"}]})
+                return expand_batch(copy.deepcopy(workflow), request.inputs, self._catalogue, **options)
+            return [resolve_workflow(copy.deepcopy(workflow), self._catalogue, inputs=request.inputs, **options)]
 
         try:
             return attempt()
@@ -356,70 +294,101 @@ class Job:
         if not self.settings.model_download_on_demand:
             return False
         manifest = load_manifest(self.settings.models_manifest, missing_ok=True)
-        entries = []
-        for missing in err.details.get("missing_models", []):
-            entry = manifest.lookup(str(missing.get("folder")), str(missing.get("file")))
+        missing = list(err.details.get("missing_models", []))
+        for item in err.details.get("items", []):
+            missing += item.get("details", {}).get("missing_models", [])
+        entries = {}
+        for model in missing:
+            entry = manifest.lookup(str(model.get("folder")), str(model.get("file")))
             if entry is None or entry.fetch is not FetchWhen.ON_DEMAND:
                 return False
-            entries.append(entry)
+            entries[(entry.folder, entry.filename)] = entry
         if not entries:
             return False
         log.info("job=%s fetching %d on-demand model(s): %s", self.job_id, len(entries),
-                 ", ".join(e.filename for e in entries))
+                 ", ".join(e.filename for e in entries.values()))
         with self.timings.stage("fetch_models"):
             try:
-                ensure_models(entries, model_download_root(self.settings), options=options_from_settings(self.settings))
+                ensure_models(list(entries.values()), model_download_root(self.settings),
+                              options=options_from_settings(self.settings))
             except DownloadError as exc:
                 raise exc.to_worker_error() from None
         self.runtime.forget_model_lists()
         return True
 
-    def _stage(self, resolved: ResolvedWorkflow, request: JobInput) -> None:
+    def _stage(self, request: JobInput) -> None:
         """Fetch every input (after the pre-flight, so a bad graph costs no download) and upload it into
         this job's own subfolder of ComfyUI's input folder."""
         wanted = [MediaRequest(f"images[{i}].image", image.image, image.name) for i, image in enumerate(request.images)]
-        wanted += [MediaRequest(f"inputs.{slot.key}", slot.value, None, "any") for slot in resolved.media]
+        slots = [(run, slot) for run in self.runs for slot in run.resolved.media]
+        prefix = "inputs" if len(self.runs) == 1 else "inputs[{}]"
+        wanted += [MediaRequest(f"{prefix.format(run.index)}.{slot.key}", slot.value, None, "any")
+                   for run, slot in slots]
         if not wanted:
             return
         s3_defaults = s3_target(self.settings, self.raw.get("s3Config"), require_bucket=False)
         files = fetch_media(wanted, settings=self.settings, s3_defaults=s3_defaults,
                             max_total=self.settings.max_input_total_bytes)
-        staged = upload_files(self.runtime.client, files, self.state.subfolder)
+        staged = upload_files(self.runtime.client, files, self.staging_folder)
         count = len(request.images)
-        rewrite_references(resolved.graph, staged[:count])
-        for slot, item in zip(resolved.media, staged[count:]):
-            set_media_name(resolved.graph, slot, item.reference)
+        for run in self.runs:
+            rewrite_references(run.graph, staged[:count])
+        for (run, slot), item in zip(slots, staged[count:]):
+            set_media_name(run.graph, slot, item.reference)
 
     # --- submit and follow ------------------------------------------------------------------------
-    async def _submit_and_follow(self, workflow: dict[str, Any], targets: list[str] | None) -> dict[str, Any]:
+    async def _execute(self, batch: bool) -> None:
+        """Queue every prompt of the job together (models stay loaded between them) and follow each."""
         loop = asyncio.get_running_loop()
         events = self.runtime.events
-        queue = events.subscribe(self.state.prompt_id, loop)
-        tracker = ProgressTracker(workflow, self.state.prompt_id, self.send_progress)
+        queues = {run.prompt_id: events.subscribe(run.prompt_id, loop) for run in self.runs}
+        progress = BatchProgress(len(self.runs), self.send_progress)
         try:
             with self.timings.stage("submit"):
-                try:
-                    answer = await asyncio.to_thread(
-                        self.runtime.client.queue_prompt, workflow, client_id=events.client_id,
-                        prompt_id=self.state.prompt_id, partial_execution_targets=targets)
-                except PromptRejected as exc:
-                    strip_marker(workflow)
-                    raise rejected_error(exc.body, workflow) from None
-                except ComfyUnavailable as exc:
-                    raise self.runtime.unavailable(f"ComfyUI did not accept the prompt: {exc}") from exc
-                self.state.submitted = True
-                if answer.get("node_errors"):
-                    # Valid branches still run; the broken ones are named so nothing is lost silently.
-                    bad = rejected_error({"node_errors": answer["node_errors"]}, workflow)
-                    self.warnings.append(f"some output branches were skipped: {bad.message}")
+                for run in self.runs:
+                    try:
+                        await asyncio.to_thread(self._submit, run)
+                    except WorkerError as err:
+                        if not batch or err.code is ErrorCode.COMFYUI_UNAVAILABLE:
+                            raise
+                        run.error = err
             with self.timings.stage("execute"):
-                entry = await self._follow(queue, tracker)
-            self.state.finished = True
-            return entry
+                followers = [self._follow(run, queues[run.prompt_id],
+                                          ProgressTracker(run.graph, run.prompt_id, progress.sender(run.index)))
+                             for run in self.runs if run.submitted]
+                outcomes = await asyncio.gather(*followers, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException) and not isinstance(outcome, WorkerError):
+                    raise outcome
+            for run in self.runs:
+                if run.error is None and run.entry is not None:
+                    run.error = history_error(run.entry, run.graph)
+            failures = [o for o in outcomes if isinstance(o, WorkerError)]
+            # A ComfyUI that died or hung takes the whole job down: nothing of it can be trusted.
+            fatal = [f for f in failures if f.code in {ErrorCode.COMFYUI_UNAVAILABLE, ErrorCode.TIMEOUT}]
+            if fatal:
+                raise fatal[0]
         finally:
-            events.unsubscribe(self.state.prompt_id)
+            for run in self.runs:
+                events.unsubscribe(run.prompt_id)
 
-    async def _follow(self, queue: asyncio.Queue[Event], tracker: ProgressTracker) -> dict[str, Any]:
+    def _submit(self, run: PromptRun) -> None:
+        events = self.runtime.events
+        try:
+            answer = self.runtime.client.queue_prompt(run.graph, client_id=events.client_id, prompt_id=run.prompt_id,
+                                                      partial_execution_targets=run.resolved.output_nodes)
+        except PromptRejected as exc:
+            strip_marker(run.graph)
+            raise rejected_error(exc.body, run.graph) from None
+        except ComfyUnavailable as exc:
+            raise self.runtime.unavailable(f"ComfyUI did not accept the prompt: {exc}") from exc
+        run.submitted = True
+        if answer.get("node_errors"):
+            # Valid branches still run; the broken ones are named so nothing is lost silently.
+            bad = rejected_error({"node_errors": answer["node_errors"]}, run.graph)
+            self.warnings.append(f"some output branches were skipped: {bad.message}")
+
+    async def _follow(self, run: PromptRun, queue: asyncio.Queue[Event], tracker: ProgressTracker) -> None:
         poll = self.settings.history_poll_interval
         stall = self.settings.stall_timeout
         terminal_seen = False
@@ -429,16 +398,14 @@ class Job:
                 event = await asyncio.wait_for(queue.get(), timeout=0.5 if terminal_seen else poll)
             except asyncio.TimeoutError:
                 # No news: the websocket may have lost the end of the prompt. /history is the truth.
-                entry = await self._history()
-                if entry is not None:
-                    return entry
+                if await self._finished(run):
+                    return
                 if not self.runtime.is_alive():
-                    raise self.runtime.unavailable("ComfyUI stopped while running the job",
-                                                   prompt_id=self.state.prompt_id)
+                    raise self.runtime.unavailable("ComfyUI stopped while running the job", prompt_id=run.prompt_id)
                 if stall and tracker.stage == "running" and time.monotonic() - last_news > stall:
                     restarted = await asyncio.to_thread(self._abort, True)
                     raise WorkerError(ErrorCode.TIMEOUT, f"ComfyUI made no progress for {stall:g} s while running "
-                                      f"{_node_label(tracker.workflow, tracker.node or '?')}; the prompt was "
+                                      f"{node_label(run.graph, tracker.node or '?')}; the prompt was "
                                       "stopped" + (" and ComfyUI restarted" if restarted else ""),
                                       {"stalled": True, "stall_timeout": stall, "node_id": tracker.node,
                                        "comfyui_restarted": restarted})
@@ -447,32 +414,33 @@ class Job:
             if event.type == COMFY_EXITED:
                 raise self.runtime.unavailable(
                     f"ComfyUI exited (code {event.data.get('exit_code')}) while running the job; it is being "
-                    "restarted", prompt_id=self.state.prompt_id)
+                    "restarted", prompt_id=run.prompt_id)
             if event.type == RECONNECTED:
-                entry = await self._history()
-                if entry is not None:
-                    return entry
+                if await self._finished(run):
+                    return
                 continue
             tracker.on_event(event)
             if event.type in {"execution_success", "execution_error", "execution_interrupted"}:
                 terminal_seen = True
             elif event.type == "executing" and event.data.get("node") is None:
-                entry = await self._history(retries=20)
-                if entry is not None:
-                    return entry
+                if await self._finished(run, retries=20):
+                    return
                 terminal_seen = True
 
-    async def _history(self, retries: int = 1) -> dict[str, Any] | None:
+    async def _finished(self, run: PromptRun, retries: int = 1) -> bool:
+        """Whether ComfyUI has written the prompt's history entry (it does so once the prompt ends)."""
         for attempt in range(retries):
             try:
-                entry = await asyncio.to_thread(self.runtime.client.history, self.state.prompt_id)
+                entry = await asyncio.to_thread(self.runtime.client.history, run.prompt_id)
             except ComfyUnavailable:
                 entry = None
             if entry is not None:
-                return entry
+                run.entry = entry
+                run.finished = True
+                return True
             if attempt + 1 < retries:
                 await asyncio.sleep(0.05)
-        return None
+        return False
 
     # --- outputs ------------------------------------------------------------------------------------
     def _read_file(self, ref: FileRef) -> bytes:
@@ -485,18 +453,19 @@ class Job:
                 pass
         return self.runtime.client.view(ref.filename, ref.subfolder, ref.type)
 
-    def _collect(self, entry: dict[str, Any], request: JobInput) -> Collected:
+    def _collect(self, run: PromptRun, request: JobInput) -> Collected:
+        assert run.entry is not None
         include_temp = request.output_config.include_temp
         if include_temp is None:
             include_temp = self.settings.include_temp_outputs
-        collected = collect_outputs(entry.get("outputs") or {}, include_temp=include_temp, loader=self._read_file)
-        self.state.temp_files = [o.ref for o in collected.outputs if o.ref and o.ref.type == "temp"]
-        # Temp files that were not asked for are still removed after the job.
-        for outputs in (entry.get("outputs") or {}).values():
-            for value in outputs.values() if isinstance(outputs, dict) else []:
+        outputs = run.entry.get("outputs") or {}
+        collected = collect_outputs(outputs, include_temp=include_temp, loader=self._read_file)
+        # Temp files are removed after the job whether or not they were asked for.
+        for node_outputs in outputs.values():
+            for value in node_outputs.values() if isinstance(node_outputs, dict) else []:
                 for item in value if isinstance(value, list) else []:
                     if isinstance(item, dict) and item.get("type") == "temp" and "filename" in item:
-                        self.state.temp_files.append(FileRef(item["filename"], str(item.get("subfolder") or ""), "temp"))
+                        run.temp_files.append(FileRef(item["filename"], str(item.get("subfolder") or ""), "temp"))
         self.warnings.extend(collected.warnings)
         if not collected.outputs:
             self.warnings.append("the workflow produced no outputs"
@@ -518,74 +487,119 @@ class Job:
                               {"missing": missing})
         return collected
 
-    def _deliver(self, collected: Collected) -> dict[str, Any]:
+    def _deliver(self, collected: list[tuple[PromptRun, Collected]]) -> dict[str, Any]:
+        """Deliver every output of the job in one go (one size budget, one storage target)."""
         assert self.request is not None
-        ctx = DeliveryContext(job_id=self.job_id, prompt_id=self.state.prompt_id)
-        delivered = deliver_outputs(ctx, collected.outputs, self.request.output_config, self.raw.get("s3Config"),
+        outputs = [item for _, c in collected for item in c.outputs]
+        owners = [run for run, c in collected for _ in c.outputs]
+        ctx = DeliveryContext(job_id=self.job_id, prompt_id=collected[0][0].prompt_id)
+        delivered = deliver_outputs(ctx, outputs, self.request.output_config, self.raw.get("s3Config"),
                                     self.settings)
+        if len(delivered.entries) != len(outputs):
+            raise WorkerError(ErrorCode.INTERNAL_ERROR, "delivery returned a different number of outputs",
+                              {"outputs": len(outputs), "delivered": len(delivered.entries)})
         self.warnings.extend(delivered.warnings)
-        result = JobResult(prompt_id=self.state.prompt_id, outputs=delivered.entries, images=delivered.images,
+        batch = len(self.runs) > 1
+        entries = [e.model_copy(update={"item": run.index}) if batch else e
+                   for e, run in zip(delivered.entries, owners)]
+        result = JobResult(prompt_id=self.runs[0].prompt_id, outputs=entries, images=delivered.images,
                            timings={}, warnings=self.warnings)
-        return result.model_dump(mode="json", exclude_none=True)
+        out = result.model_dump(mode="json", exclude_none=True)
+        seeds = {run.index: run.resolved.seeds for run in self.runs if run.resolved.seeds}
+        if seeds:
+            out["seeds"] = seeds[0] if not batch else {str(k): v for k, v in seeds.items()}
+        return out
+
+    async def _finish_batch(self, request: JobInput) -> dict[str, Any]:
+        """Collect and deliver every item that succeeded; a failed item never loses the others' outputs."""
+        done: list[tuple[PromptRun, Collected]] = []
+        with self.timings.stage("collect"):
+            for run in self.runs:
+                if run.error is None:
+                    try:
+                        done.append((run, self._collect(run, request)))
+                    except WorkerError as err:
+                        run.error = err
+        failed = [run for run in self.runs if run.error is not None]
+        items_failed = [{"index": r.index, "prompt_id": r.prompt_id, **r.error.payload()} for r in failed
+                        if r.error is not None]
+        if not done:
+            first = failed[0].error
+            assert first is not None
+            raise WorkerError(first.code, f"all {len(self.runs)} items of the batch failed; item 0: {first.message}",
+                              {"items": items_failed}, refresh_worker=any(r.error.refresh_worker for r in failed
+                                                                           if r.error))
+        with self.timings.stage("deliver"):
+            result = await asyncio.to_thread(self._deliver, done)
+        for item in items_failed:
+            result["warnings"].append(f"item {item['index']} failed: {item['code']}: {item['message']}")
+        result["items"] = [{"index": r.index, "prompt_id": r.prompt_id,
+                            "status": "FAILED" if r.error else "COMPLETED",
+                            **({"error": r.error.payload()} if r.error else {})} for r in self.runs]
+        return result
 
     # --- abort and cleanup --------------------------------------------------------------------------
     def _abort(self, settle: bool) -> bool:
-        """Stop this job's prompt in ComfyUI, and only this job's. With `settle`, wait for it to stop and
-        restart ComfyUI if it does not, so the next job never queues behind it. Returns whether it restarted."""
-        if not self.state.submitted or self.state.finished:
+        """Stop this job's prompts in ComfyUI, and only this job's. With `settle`, wait for them to stop and
+        restart ComfyUI if they do not, so the next job never queues behind them. Returns whether it restarted."""
+        pending = [run.prompt_id for run in self.runs if run.submitted and not run.finished]
+        if not pending:
             return False
         client = self.runtime.client
-        for action in (lambda: client.delete_from_queue([self.state.prompt_id]),
-                       lambda: client.interrupt(self.state.prompt_id)):
-            try:
-                action()
-            except ComfyUnavailable as exc:
-                log.warning("job=%s could not stop prompt: %s", self.job_id, exc)
+        try:
+            client.delete_from_queue(pending)
+            for prompt_id in pending:
+                client.interrupt(prompt_id)
+        except ComfyUnavailable as exc:
+            log.warning("job=%s could not stop its prompts: %s", self.job_id, exc)
         if settle:
-            return self._settle()
-        # A cancel returns at once; the check that the prompt really stopped runs on its own.
-        threading.Thread(target=self._settle, name=f"settle-{self.job_id}", daemon=True).start()
+            return self._settle(pending)
+        # A cancel returns at once; the check that the prompts really stopped runs on its own.
+        threading.Thread(target=self._settle, args=(pending,), name=f"settle-{self.job_id}", daemon=True).start()
         return False
 
-    def _settle(self) -> bool:
+    def _settle(self, prompt_ids: list[str]) -> bool:
         deadline = time.monotonic() + self.settings.interrupt_grace
         while time.monotonic() < deadline:
             try:
-                if self.runtime.client.history(self.state.prompt_id) is not None or not self._still_queued():
+                if not self._still_queued(set(prompt_ids)):
                     return False
             except ComfyUnavailable:
                 return False
             time.sleep(0.2)
-        log.error("job=%s prompt %s ignored the interrupt for %.0f s; restarting ComfyUI", self.job_id,
-                  self.state.prompt_id, self.settings.interrupt_grace)
+        log.error("job=%s prompts %s ignored the interrupt for %.0f s; restarting ComfyUI", self.job_id,
+                  prompt_ids, self.settings.interrupt_grace)
         return self.runtime.restart_comfyui()
 
-    def _still_queued(self) -> bool:
+    def _still_queued(self, prompt_ids: set[str]) -> bool:
         queue = self.runtime.client.queue()
-        return any(len(item) > 1 and item[1] == self.state.prompt_id
+        return any(len(item) > 1 and item[1] in prompt_ids
                    for item in queue.get("queue_running", []) + queue.get("queue_pending", []))
 
     def _cleanup(self) -> None:
-        if self.request is not None and self.request.execution_config.free_memory_after and self.state.submitted:
+        submitted = [run.prompt_id for run in self.runs if run.submitted]
+        if self.request is not None and self.request.execution_config.free_memory_after and submitted:
             try:
                 self.runtime.client.free(unload_models=True, free_memory=True)
             except ComfyUnavailable:
                 pass
         if not self.settings.cleanup:
             return
-        if self.state.submitted:
+        if submitted:
             try:
-                self.runtime.client.delete_history([self.state.prompt_id])
+                self.runtime.client.delete_history(submitted)
             except ComfyUnavailable:
                 pass
         if not self.runtime.local_files:
             return
         folders = self.runtime.folders
-        for kind in ("input", "output"):
-            shutil.rmtree(folders[kind] / self.state.subfolder, ignore_errors=True)
-        for ref in self.state.temp_files:
-            with contextlib.suppress(ValueError, KeyError, OSError):
-                local_path(ref, folders).unlink(missing_ok=True)
+        for sub in {self.staging_folder, *(run.subfolder for run in self.runs)}:
+            for kind in ("input", "output"):
+                shutil.rmtree(folders[kind] / sub, ignore_errors=True)
+        for run in self.runs:
+            for ref in run.temp_files:
+                with contextlib.suppress(ValueError, KeyError, OSError):
+                    local_path(ref, folders).unlink(missing_ok=True)
 
 
 async def run_job(job: dict[str, Any], runtime: ComfyRuntime, settings: Settings, send_progress: Sender) -> dict[str, Any]:

@@ -111,3 +111,26 @@ class ProgressTracker:
             self.send(payload)
         except Exception:  # progress must never fail a job
             log.exception("progress update failed")
+
+
+class BatchProgress:
+    """Combines the progress of a batch's prompts into one payload whose `percent` is the whole job's.
+    With one prompt it passes payloads through unchanged."""
+
+    def __init__(self, count: int, send: Sender) -> None:
+        self.count = count
+        self.send = send
+        self.percents = [0.0] * count
+        self.best = 0.0
+
+    def sender(self, index: int) -> Sender:
+        if self.count == 1:
+            return self.send
+
+        def send(payload: dict[str, Any]) -> None:
+            self.percents[index] = payload.get("percent", 0.0)
+            self.best = max(self.best, round(sum(self.percents) / self.count, 1))
+            self.send({**payload, "item": index, "items": self.count, "item_percent": payload.get("percent"),
+                       "percent": self.best})
+
+        return send

@@ -108,8 +108,9 @@ class JobInput(_Strict):
                                      description="Input images, uploaded to ComfyUI before the run.")
     inputs: dict[str, Any] | list[dict[str, Any]] | None = Field(
         None, description="Node input values keyed `\"<node id>.<input>\"` or `\"<node title>.<input>\"`. A list of "
-                          "such objects (a batch) is refused with INVALID_INPUT by this version: send one job per "
-                          "set. See docs/workflows.md.")
+                          "such objects is a batch: one run of the graph per set, all validated first and queued "
+                          "together; results grouped per item (`items`, and `item` on each output). See "
+                          "docs/workflows.md.")
     output_config: OutputConfig = Field(default_factory=OutputConfig)
     execution_config: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
@@ -131,6 +132,7 @@ class OutputEntry(BaseModel):
     """One produced file or text."""
 
     node_id: str = Field(description="Id of the node that produced it.")
+    item: int | None = Field(None, description="In a batch: the index of the input set that produced it.")
     kind: OutputKind
     key: str = Field(description="The key of ComfyUI's UI output dict it came from (`images`, `gifs`, ...).")
     filename: str | None = Field(None, description="File name as ComfyUI wrote it (files only).")
@@ -170,6 +172,18 @@ class JobResult(BaseModel):
     images: list[CompatImage]
     timings: dict[str, float] = Field(description="Seconds spent in each stage.")
     warnings: list[str] = Field(default_factory=list)
+    seeds: dict[str, Any] | None = Field(None, description="Seeds chosen by `randomize_seeds` (node id.input -> "
+                                         "value; in a batch, per item index).")
+    items: list[BatchItem] | None = Field(None, description="In a batch: the outcome of each input set.")
+
+
+class BatchItem(BaseModel):
+    """The outcome of one input set of a batch."""
+
+    index: int
+    prompt_id: str
+    status: Literal["COMPLETED", "FAILED"]
+    error: ErrorPayload | None = None
 
 
 class ErrorPayload(BaseModel):
@@ -216,3 +230,7 @@ def parse_job_input(raw: Any) -> JobInput:
         if len(errors) > 5:
             summary += f"; and {len(errors) - 5} more"
         raise WorkerError(ErrorCode.INVALID_INPUT, f"invalid job input: {summary}", {"errors": errors}) from None
+
+
+JobResult.model_rebuild()
+BatchItem.model_rebuild()

@@ -64,6 +64,8 @@ class Settings(BaseModel):
     max_input_images: int = _env("MAX_INPUT_IMAGES", "Most entries accepted in `images`.", 64, ge=0)
     max_input_image_bytes: int = _env("MAX_INPUT_IMAGE_BYTES", "Largest decoded size of one input image, in "
                                       "bytes.", 50 * 1024 * 1024, ge=1)
+    max_batch_size: int = _env("MAX_BATCH_SIZE", "Most input sets in one batch (`inputs` given as a list).", 16,
+                               ge=1)
     max_input_total_bytes: int = _env("MAX_INPUT_TOTAL_BYTES", "Largest decoded size of all input media of "
                                       "one job together, in bytes.", 200 * 1024 * 1024, ge=1)
 
