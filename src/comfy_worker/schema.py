@@ -118,6 +118,35 @@ class JobResult(BaseModel):
     images: list[CompatImage]
     timings: dict[str, float] = Field(description="Seconds spent in each stage.")
     warnings: list[str] = Field(default_factory=list)
+    seeds: dict[str, int] | None = Field(None, description="Seed values the worker chose (`\"<node id>.<input>\"` "
+                                         "-> value), when `execution_config.randomize_seeds` is set.")
+
+
+class DryRunResult(BaseModel):
+    """`output` of a COMPLETED job sent with `execution_config.dry_run`: nothing ran."""
+
+    dry_run: Literal[True]
+    workflow: dict[str, Any] = Field(description="The API-format graph ComfyUI would be given.")
+    preflight: dict[str, Any] = Field(description="The pre-flight report (`ok`, `problems`, `node_errors`, ...).")
+    media_inputs: list[dict[str, str]] = Field(description="`inputs` values that would be uploaded as files "
+                                               "(`node_id`, `input_name`, `key`).")
+    seeds: dict[str, int] = Field(description="Seed values chosen by `randomize_seeds`.")
+    warnings: list[str]
+    timings: dict[str, float]
+
+
+class ProgressPayload(BaseModel):
+    """`output` of `GET /status` while a job is IN_PROGRESS (sent with runpod's progress_update)."""
+
+    stage: Literal["queued", "running"] = Field(description="`running` once ComfyUI started the prompt.")
+    prompt_id: str
+    node: str | None = Field(description="Id of the node running now.")
+    class_type: str | None = Field(description="Its node type.")
+    step: float | None = Field(description="Step of the running node (samplers), if it reports steps.")
+    max_steps: float | None
+    nodes_done: int = Field(description="Nodes finished, not counting nodes served from ComfyUI's cache.")
+    nodes_total: int = Field(description="Nodes that have to run (cached nodes excluded).")
+    percent: float = Field(ge=0, le=100, description="Overall progress; never goes down.")
 
 
 class ErrorPayload(BaseModel):
