@@ -8,4 +8,11 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+# The docs' Mermaid diagrams are checked with Mermaid's own parser, which runs in node.
+if ! command -v npm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if [ ! -f tools/mermaid-check/node_modules/mermaid/package.json ]; then
+    npm ci --prefix tools/mermaid-check --no-audit --no-fund --loglevel=error
+fi
 exec .venv/bin/python -m pytest "$@"

@@ -186,6 +186,39 @@ class BatchItem(BaseModel):
     error: ErrorPayload | None = None
 
 
+class DryRunResult(BaseModel):
+    """`output` of a COMPLETED job sent with `execution_config.dry_run`: nothing ran."""
+
+    dry_run: Literal[True]
+    workflow: dict[str, Any] | None = Field(None, description="The API-format graph ComfyUI would be given.")
+    preflight: dict[str, Any] | None = Field(None, description="The pre-flight report (`ok`, `problems`, "
+                                             "`node_errors`, ...).")
+    media_inputs: list[dict[str, str]] | None = Field(None, description="`inputs` values that would be uploaded as "
+                                                      "files (`node_id`, `input_name`, `key`).")
+    seeds: dict[str, int] | None = Field(None, description="Seed values chosen by `randomize_seeds`.")
+    items: list[dict[str, Any]] | None = Field(None, description="For a batch: `index`, `workflow`, `preflight`, "
+                                               "`media_inputs` and `seeds` of each input set.")
+    warnings: list[str]
+    timings: dict[str, float]
+
+
+class ProgressPayload(BaseModel):
+    """`output` of `GET /status` while a job is IN_PROGRESS (sent with runpod's progress_update)."""
+
+    stage: Literal["queued", "running"] = Field(description="`running` once ComfyUI started the prompt.")
+    prompt_id: str
+    node: str | None = Field(description="Id of the node running now.")
+    class_type: str | None = Field(description="Its node type.")
+    step: float | None = Field(description="Step of the running node (samplers), if it reports steps.")
+    max_steps: float | None
+    nodes_done: int = Field(description="Nodes finished, not counting nodes served from ComfyUI's cache.")
+    nodes_total: int = Field(description="Nodes that have to run (cached nodes excluded).")
+    percent: float = Field(ge=0, le=100, description="Overall progress; never goes down.")
+    item: int | None = Field(None, description="In a batch: the input set this report is about.")
+    items: int | None = Field(None, description="In a batch: how many input sets it has.")
+    item_percent: float | None = Field(None, description="In a batch: that input set's own progress.")
+
+
 class ErrorPayload(BaseModel):
     """The object inside the JSON string of a FAILED job's `error` field."""
 
