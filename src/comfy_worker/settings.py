@@ -225,11 +225,11 @@ class Settings(BaseModel):
                                   ge=1, le=604800)
     upload_concurrency: int = _env("UPLOAD_CONCURRENCY", "Outputs uploaded at the same time.", 4, ge=1, le=64)
     upload_part_concurrency: int = _env("UPLOAD_PART_CONCURRENCY", "Parts of one large output uploaded at the "
-                                        "same time.", 8, ge=1, le=64)
+                                        "same time.", 4, ge=1, le=64)
     upload_multipart_threshold: int = _env("UPLOAD_MULTIPART_THRESHOLD", "Outputs from this size (bytes) on "
-                                           "are uploaded in parts.", 16 * 1024 * 1024, ge=5 * 1024 * 1024)
+                                           "are uploaded in parts.", 100 * 1024 * 1024, ge=5 * 1024 * 1024)
     upload_part_size: int = _env("UPLOAD_PART_SIZE", "Part size in bytes of multipart uploads.",
-                                 16 * 1024 * 1024, ge=5 * 1024 * 1024)
+                                 32 * 1024 * 1024, ge=5 * 1024 * 1024)
     upload_retries: int = _env("UPLOAD_RETRIES", "Tries per output before a transient storage error fails "
                                "the job.", 4, ge=1, le=10)
     upload_timeout: float = _env("UPLOAD_TIMEOUT", "Connect/read timeout in seconds of each storage call.",

@@ -36,15 +36,15 @@ log = logging.getLogger(__name__)
 
 SCOPES = ["https://www.googleapis.com/auth/drive"]
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+_MULTIPART_MAX = 5 * 1024 * 1024
 
 
 def load_service_account_info(raw: str) -> dict[str, Any]:
     """The service-account key from GDRIVE_CREDENTIALS: JSON text, base64 of it, or a file path."""
     text = raw.strip()
     if not text.startswith("{"):
-        path = Path(text)
-        if len(text) < 4096 and path.is_file():
-            text = path.read_text(encoding="utf-8")
+        if _is_file(text):
+            text = Path(text).read_text(encoding="utf-8")
         else:
             try:
                 text = base64.b64decode(text, validate=True).decode("utf-8")
@@ -62,6 +62,13 @@ def load_service_account_info(raw: str) -> dict[str, Any]:
     return info
 
 
+def _is_file(text: str) -> bool:
+    try:
+        return len(text) < 4096 and Path(text).is_file()
+    except (OSError, ValueError):  # a long base64 string is no valid path
+        return False
+
+
 def gdrive_configured(settings: Settings) -> bool:
     return settings.gdrive_credentials is not None
 
@@ -76,8 +83,10 @@ def build_drive(settings: Settings, *, ca_certs: str | None = None) -> Any:
     except (ValueError, KeyError) as exc:
         raise WorkerError(ErrorCode.UPLOAD_FAILED, f"GDRIVE_CREDENTIALS is not a usable service-account key "
                           f"({exc.__class__.__name__})", {"provider": "gdrive"}) from None
-    http = google_auth_httplib2.AuthorizedHttp(
-        credentials, http=httplib2.Http(timeout=int(settings.upload_timeout), ca_certs=ca_certs))
+    base_http = httplib2.Http(timeout=int(settings.upload_timeout), ca_certs=ca_certs)
+    # Drive answers an unfinished resumable chunk with 308 "Resume Incomplete", not a redirect.
+    base_http.redirect_codes = base_http.redirect_codes - {308}
+    http = google_auth_httplib2.AuthorizedHttp(credentials, http=base_http)
     options = {"api_endpoint": settings.gdrive_api_endpoint} if settings.gdrive_api_endpoint else None
     return build("drive", "v3", http=http, static_discovery=True, cache_discovery=False,
                  client_options=options)
@@ -114,7 +123,7 @@ class GDriveDelivery(DeliveryProvider):
                 entries.append(entry)
                 continue
             try:
-                meta = self._with_retries(lambda: self._upload(service, item, name, folder), name)
+                meta = self._upload(service, item, name, folder)
                 created.append(meta["id"])
                 if share:
                     self._with_retries(lambda: service.permissions().create(
@@ -143,14 +152,30 @@ class GDriveDelivery(DeliveryProvider):
         body: dict[str, Any] = {"name": name, "mimeType": item.mime_type.split(";")[0]}
         if folder:
             body["parents"] = [folder]
-        media = MediaIoBaseUpload(io.BytesIO(item.content()), mimetype=body["mimeType"],
-                                  chunksize=self.settings.gdrive_chunk_size, resumable=True)
+        data = item.content()
+        # Small files go in one multipart request (Google's advice up to 5 MB); larger ones resumably, chunk
+        # by chunk, so a dropped connection costs one chunk, not the file.
+        resumable = len(data) > min(_MULTIPART_MAX, self.settings.gdrive_chunk_size)
+        media = MediaIoBaseUpload(io.BytesIO(data), mimetype=body["mimeType"],
+                                  chunksize=self.settings.gdrive_chunk_size, resumable=resumable)
         request = service.files().create(body=body, media_body=media, supportsAllDrives=True,
                                          fields="id,name,webViewLink,webContentLink")
+        if not resumable:
+            return self._with_retries(request.execute, name)  # type: ignore[no-any-return]
         response = None
+        failures = 0
         while response is None:
-            # num_retries lets the library resume an interrupted chunk from the server's committed range.
-            _, response = request.next_chunk(num_retries=2)
+            try:
+                _, response = request.next_chunk()
+            except (HttpError, OSError, httplib2.HttpLib2Error) as exc:
+                # After a failed chunk the library asks the server how much it kept ("bytes */total") and
+                # goes on from there. Its own num_retries would resend an already consumed stream instead.
+                failures += 1
+                status = exc.resp.status if isinstance(exc, HttpError) else None
+                if failures >= self.settings.upload_retries or (status is not None
+                                                                 and status not in _TRANSIENT_STATUS):
+                    raise
+                self._pause(name, _reason(exc), failures)
         return response  # type: ignore[no-any-return]
 
     def _with_retries(self, call: Callable[[], Any], name: str) -> Any:
@@ -161,16 +186,18 @@ class GDriveDelivery(DeliveryProvider):
             except HttpError as exc:
                 if attempt == tries or exc.resp.status not in _TRANSIENT_STATUS:
                     raise
-                reason = _reason(exc)
+                self._pause(name, _reason(exc), attempt)
             except (OSError, httplib2.HttpLib2Error) as exc:
                 if attempt == tries:
                     raise
-                reason = _reason(exc)
-            pause = min(self._backoff_base * 2 ** (attempt - 1), 8.0) * (0.5 + random.random())
-            log.warning("Drive upload of %s failed (%s); retry %d/%d in %.1f s", name, reason, attempt,
-                        tries - 1, pause)
-            time.sleep(pause)
+                self._pause(name, _reason(exc), attempt)
         raise AssertionError("unreachable")
+
+    def _pause(self, name: str, reason: str, attempt: int) -> None:
+        pause = min(self._backoff_base * 2 ** (attempt - 1), 8.0) * (0.5 + random.random())
+        log.warning("Drive upload of %s failed (%s); retry %d/%d in %.1f s", name, reason, attempt,
+                    self.settings.upload_retries - 1, pause)
+        time.sleep(pause)
 
     def _remove(self, service: Any, file_ids: list[str]) -> None:
         for file_id in file_ids:

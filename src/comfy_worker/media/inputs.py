@@ -46,7 +46,8 @@ def resolve_input(value: str, *, field: str, settings: Settings, s3_defaults: An
     """Turn one media value into bytes.
 
     ``s3_defaults`` is an :class:`~comfy_worker.delivery.s3.S3Target` (or None) whose credentials read
-    ``s3://`` inputs: ``s3_target(settings, job.get("s3Config"), require_bucket=False)``. ``max_bytes`` lowers the per-slot limit (for example to what is left of a job's total
+    ``s3://`` inputs: ``s3_target(settings, job.get("s3Config"), require_bucket=False)``. ``max_bytes``
+    lowers the per-slot limit (for example to what is left of a job's total
     input budget). ``policy`` replaces the URL policy built from settings (tests).
 
     Raises WorkerError INVALID_INPUT (bad base64, wrong or unknown type, too large) or INPUT_FETCH_FAILED
