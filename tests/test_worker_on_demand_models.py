@@ -62,3 +62,30 @@ def test_missing_on_demand_model_is_fetched_then_the_job_runs(tmp_path):
     finally:
         runtime.shutdown()
         server.shutdown()
+
+
+def test_start_models_are_fetched_before_the_worker_is_ready(tmp_path):
+    from comfy_worker.app import create_worker
+    from comfy_worker.settings import Settings
+
+    from .workerkit import worker_env
+
+    payload = b"start-time model" * 1000
+    server = serve(payload)
+    manifest = tmp_path / "models.yaml"
+    manifest.write_text(yaml.safe_dump({"models": [
+        {"url": f"http://127.0.0.1:{server.server_port}/base.ckpt", "folder": "checkpoints",
+         "filename": "base.ckpt", "sha256": hashlib.sha256(payload).hexdigest(), "fetch": "start"},
+        {"url": f"http://127.0.0.1:{server.server_port}/later.ckpt", "folder": "checkpoints",
+         "filename": "later.ckpt", "sha256": "0" * 64, "fetch": "on_demand"},
+    ]}))
+    models_root = tmp_path / "models"
+    app = create_worker(Settings.from_env(worker_env(tmp_path, MODELS_MANIFEST=str(manifest),
+                                                     MODEL_DOWNLOAD_ROOT=str(models_root))))
+    try:
+        assert (models_root / "checkpoints" / "base.ckpt").read_bytes() == payload
+        assert not (models_root / "checkpoints" / "later.ckpt").exists()
+        assert "start_models" in app.cold_start
+    finally:
+        app.runtime.shutdown()
+        server.shutdown()

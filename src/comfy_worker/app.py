@@ -14,7 +14,10 @@ from typing import Any
 
 from .comfy.runtime import ComfyRuntime
 from .errors import ErrorCode, WorkerError
+from .image.volume import model_download_root
 from .job import run_job
+from .models.download import DownloadError, ensure_models, options_from_settings
+from .models.manifest import FetchWhen, load_manifest
 from .logs import configure_logging
 from .progress import runpod_sender
 from .settings import Settings, SettingsError
@@ -75,15 +78,37 @@ def create_worker(settings: Settings | None = None, *, boot: bool = True) -> Wor
 
     app = WorkerApp(handler, settings, runtime)
     if boot:
+        fetched = _fetch_start_models(settings)
+        if fetched is not None:
+            app.cold_start["start_models"] = round(fetched, 3)
         runtime.boot()
-        app.cold_start = {"comfyui_boot": round(runtime.boot_seconds or 0.0, 3),
-                          "catalogue": round(runtime.catalogue_seconds or 0.0, 3)}
+        app.cold_start.update({"comfyui_boot": round(runtime.boot_seconds or 0.0, 3),
+                               "catalogue": round(runtime.catalogue_seconds or 0.0, 3)})
         if settings.warmup_workflow and runtime.boot_error is None:
             app.cold_start["warmup"] = round(_warm_up(settings, runtime), 3)
         app.cold_start["total"] = round(time.monotonic() - started, 3)
         log.info("cold start: %s; ComfyUI %s", json.dumps(app.cold_start),
                  "ready" if runtime.boot_error is None else f"NOT ready: {runtime.boot_error}")
     return app
+
+
+def _fetch_start_models(settings: Settings) -> float | None:
+    """Fetch the models.yaml entries marked `start` (to the network volume when there is one). A failure is
+    logged, not fatal: jobs that need a missing model then fail with MISSING_MODELS naming it."""
+    try:
+        manifest = load_manifest(settings.models_manifest, missing_ok=True)
+    except Exception as exc:  # a broken manifest must not keep the worker from serving other workflows
+        log.error("models manifest %s unusable: %s", settings.models_manifest, exc)
+        return None
+    entries = manifest.select(FetchWhen.START)
+    if not entries:
+        return None
+    started = time.monotonic()
+    try:
+        ensure_models(entries, model_download_root(settings), options=options_from_settings(settings))
+    except DownloadError as exc:
+        log.error("start-time model download failed: %s", exc)
+    return time.monotonic() - started
 
 
 def _warm_up(settings: Settings, runtime: ComfyRuntime) -> float:
