@@ -156,17 +156,17 @@ def test_subgraph_with_promoted_widget_and_nested_ids() -> None:
         "outputs": [{"id": "c", "name": "IMAGE", "type": "IMAGE", "linkIds": [4]}],
         "widgets": [],
         "nodes": [
-            {"id": 1, "type": "ImageScale", "mode": 0, "widgets_values": ["nearest-exact", 100, 64, "disabled"],
+            {"id": 11, "type": "ImageScale", "mode": 0, "widgets_values": ["nearest-exact", 100, 64, "disabled"],
              "inputs": [{"name": "image", "type": "IMAGE", "link": 1},
                         {"name": "width", "type": "INT", "widget": {"name": "width"}, "link": 3}],
              "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [2]}]},
-            {"id": 2, "type": "ImageInvert", "mode": 0, "inputs": [{"name": "image", "type": "IMAGE", "link": 2}],
+            {"id": 12, "type": "ImageInvert", "mode": 0, "inputs": [{"name": "image", "type": "IMAGE", "link": 2}],
              "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [4]}]},
         ],
-        "links": [{"id": 1, "origin_id": -10, "origin_slot": 0, "target_id": 1, "target_slot": 0, "type": "IMAGE"},
-                  {"id": 3, "origin_id": -10, "origin_slot": 1, "target_id": 1, "target_slot": 1, "type": "INT"},
-                  {"id": 2, "origin_id": 1, "origin_slot": 0, "target_id": 2, "target_slot": 0, "type": "IMAGE"},
-                  {"id": 4, "origin_id": 2, "origin_slot": 0, "target_id": -20, "target_slot": 0, "type": "IMAGE"}],
+        "links": [{"id": 1, "origin_id": -10, "origin_slot": 0, "target_id": 11, "target_slot": 0, "type": "IMAGE"},
+                  {"id": 3, "origin_id": -10, "origin_slot": 1, "target_id": 11, "target_slot": 1, "type": "INT"},
+                  {"id": 2, "origin_id": 11, "origin_slot": 0, "target_id": 12, "target_slot": 0, "type": "IMAGE"},
+                  {"id": 4, "origin_id": 12, "origin_slot": 0, "target_id": -20, "target_slot": 0, "type": "IMAGE"}],
     }
     wf = {"version": 0.4, "definitions": {"subgraphs": [definition]}, "nodes": [
         _node(1, "EmptyImage", [64, 64, 1, 0], outputs=[{"name": "IMAGE", "type": "IMAGE", "links": [1]}]),
@@ -176,12 +176,43 @@ def test_subgraph_with_promoted_widget_and_nested_ids() -> None:
         _node(9, "SaveImage", ["x"], inputs=[{"name": "images", "type": "IMAGE", "link": 2}]),
     ], "links": [[1, 1, 0, 5, 0, "IMAGE"], [2, 5, 0, 9, 0, "IMAGE"]]}
     api = convert_ui_workflow(wf, OBJECT_INFO)
-    assert set(api) == {"1", "5:1", "5:2", "9"}
-    assert api["5:1"]["inputs"]["image"] == ["1", 0]
-    assert api["5:1"]["inputs"]["width"] == 256  # the instance's promoted widget wins
-    assert api["5:2"]["inputs"]["image"] == ["5:1", 0]
-    assert api["9"]["inputs"]["images"] == ["5:2", 0]
+    assert set(api) == {"1", "5:11", "5:12", "9"}
+    assert api["5:11"]["inputs"]["image"] == ["1", 0]
+    assert api["5:11"]["inputs"]["width"] == 256  # the instance's promoted widget wins
+    assert api["5:12"]["inputs"]["image"] == ["5:11", 0]
+    assert api["9"]["inputs"]["images"] == ["5:12", 0]
     assert preflight(api, OBJECT_INFO, {}).ok
+
+
+def test_subgraph_node_ids_that_clash_are_renumbered_like_the_web_app() -> None:
+    # Inner node 1 clashes with root node 1: the web app renumbers it to the next id after last_node_id,
+    # and the queued id is the new one; inner node 2 is free and keeps its id.
+    sub_id = "22222222-2222-3333-4444-555555555555"
+    definition = {
+        "id": sub_id, "name": "Invert", "version": 1, "inputNode": {"id": -10}, "outputNode": {"id": -20},
+        "inputs": [{"id": "a", "name": "image", "type": "IMAGE", "linkIds": [1]}],
+        "outputs": [{"id": "c", "name": "IMAGE", "type": "IMAGE", "linkIds": [3]}], "widgets": [],
+        "nodes": [
+            {"id": 1, "type": "ImageInvert", "mode": 0, "inputs": [{"name": "image", "type": "IMAGE", "link": 1}],
+             "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [2]}]},
+            {"id": 2, "type": "ImageInvert", "mode": 0, "inputs": [{"name": "image", "type": "IMAGE", "link": 2}],
+             "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [3]}]},
+        ],
+        "links": [{"id": 1, "origin_id": -10, "origin_slot": 0, "target_id": 1, "target_slot": 0, "type": "IMAGE"},
+                  {"id": 2, "origin_id": 1, "origin_slot": 0, "target_id": 2, "target_slot": 0, "type": "IMAGE"},
+                  {"id": 3, "origin_id": 2, "origin_slot": 0, "target_id": -20, "target_slot": 0, "type": "IMAGE"}],
+    }
+    wf = {"version": 0.4, "last_node_id": 9, "definitions": {"subgraphs": [definition]}, "nodes": [
+        _node(1, "EmptyImage", [64, 64, 1, 0], outputs=[{"name": "IMAGE", "type": "IMAGE", "links": [1]}]),
+        _node(5, sub_id, [], inputs=[{"name": "image", "type": "IMAGE", "link": 1}],
+              outputs=[{"name": "IMAGE", "type": "IMAGE", "links": [2]}]),
+        _node(9, "SaveImage", ["x"], inputs=[{"name": "images", "type": "IMAGE", "link": 2}]),
+    ], "links": [[1, 1, 0, 5, 0, "IMAGE"], [2, 5, 0, 9, 0, "IMAGE"]]}
+    api = convert_ui_workflow(wf, OBJECT_INFO)
+    assert set(api) == {"1", "5:10", "5:2", "9"}
+    assert api["5:10"]["inputs"]["image"] == ["1", 0]
+    assert api["5:2"]["inputs"]["image"] == ["5:10", 0]
+    assert api["9"]["inputs"]["images"] == ["5:2", 0]
 
 
 def test_conversion_error_names_the_node() -> None:

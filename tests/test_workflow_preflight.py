@@ -201,3 +201,15 @@ def test_dry_run_and_batches() -> None:
     assert info.value.details["items"][0]["index"] == 1
     resolved = resolve_workflow(_good(), OI, randomize=True, output_nodes=["3"])
     assert resolved.output_nodes == ["3"]
+
+
+def test_loader_choices_that_are_not_files_stay_valid_with_live_model_lists() -> None:
+    graph = {"1": {"class_type": "VAELoader", "inputs": {"vae_name": "pixel_space"}},
+             "2": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["1", 0]}},
+             "3": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+             "4": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
+    info = {**OI, "VAELoader": {**OI["VAELoader"],
+                                         "input": {"required": {"vae_name": [["pixel_space", "old.safetensors"]]}}}}
+    assert preflight(graph, info, {"vae": []}).ok
+    graph["1"]["inputs"]["vae_name"] = "old.safetensors"  # a file the catalogue still lists, since deleted
+    assert preflight(graph, info, {"vae": []}).missing_models

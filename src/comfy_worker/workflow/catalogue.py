@@ -163,11 +163,15 @@ def is_output_node(info: dict[str, Any]) -> bool:
     return bool(info.get("output_node"))
 
 
-def has_seed_control(spec: InputSpec) -> bool:
-    """Whether the web app adds a control_after_generate widget after this INT/COMBO widget."""
+def has_seed_control(spec: InputSpec, nested: bool = False) -> bool:
+    """Whether the web app adds a control_after_generate widget after this INT/COMBO widget.
+
+    An INT named ``seed``/``noise_seed`` gets one unasked, but not inside a dynamic combo (``nested``):
+    the web app tests the prefixed name there (``sampling_mode.seed``).
+    """
     cag = spec.options.get("control_after_generate")
     if spec.type == "INT":
-        return bool(cag) or (cag is None and spec.name.rsplit(".", 1)[-1] in SEED_NAMES)
+        return bool(cag) or (cag is None and not nested and spec.name.rsplit(".", 1)[-1] in SEED_NAMES)
     return spec.is_combo and bool(cag)
 
 
@@ -233,7 +237,7 @@ def widget_values(info: dict[str, Any], saved: Any,
         if value_of and name in value_of:
             value = value_of[name]
         values[name] = value
-        if has_seed_control(spec):
+        if has_seed_control(spec, nested=bool(prefix)):
             take(WidgetSlot(name, "control"))
             if spec.is_combo:
                 take(WidgetSlot(name, "filter"))

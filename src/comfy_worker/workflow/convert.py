@@ -151,7 +151,7 @@ class _Converter:
         self.object_info = object_info
         self.rng = rng
         self.now = now
-        definitions = (ui.get("definitions") or {}).get("subgraphs") or []
+        definitions = _dedupe_subgraph_node_ids(ui)
         self.subgraphs: dict[str, dict[str, Any]] = {
             str(d.get("id")): d for d in definitions if isinstance(d, dict)}
         self.group_nodes: dict[str, Any] = (ui.get("extra") or {}).get("groupNodes") or {}
@@ -183,6 +183,10 @@ class _Converter:
             dto.subgraph = self._subgraph_graph(node_type)
             dto.inputs = _instance_inputs(node, definition)
             self.dtos[dto.id] = dto
+            if depth == 0 and dto.mode in (MODE_NEVER, MODE_BYPASS):
+                # The web app skips the contents of a muted or bypassed top-level instance only; a muted
+                # instance nested inside a subgraph still contributes its inner nodes.
+                return
             inner_path = (*path, str(node["id"]))
             for inner in _execution_order(dto.subgraph):
                 self._add(inner, dto.subgraph, inner_path, dto, depth + 1)
@@ -278,6 +282,8 @@ class _Converter:
         if key in visited:
             raise conversion_error(dto.node, f"circular link resolution at output {slot}", dto.path)
         visited.add(key)
+        if dto.mode == MODE_NEVER:
+            return None
         if dto.mode == MODE_BYPASS:
             index = _bypass_slot_index(dto, slot, want_type)
             if index == -1:
@@ -537,6 +543,71 @@ def _instance_inputs(node: dict[str, Any], definition: dict[str, Any]) -> list[d
             if saved[match].get("widget"):
                 entry["widget"] = saved[match]["widget"]
         result.append(entry)
+    return result
+
+
+def _numeric_id(node_id: Any) -> int | None:
+    if isinstance(node_id, bool):
+        return None
+    if isinstance(node_id, int):
+        return node_id
+    text = str(node_id)
+    return int(text) if text.lstrip("-").isdigit() and str(int(text)) == text else None
+
+
+def _dedupe_subgraph_node_ids(ui: dict[str, Any]) -> list[dict[str, Any]]:
+    """Subgraph definitions with node ids that clash with an id seen before renumbered, as the web app
+    does when it loads a workflow: the ids (and so the ``outer:inner`` ids) it queues are the new ones.
+
+    Ids are taken in order: the root graph's, then each definition's nodes in file order; a clash gets the
+    next free number after the graph's last node id, which every id met so far also advances.
+    """
+    definitions = [d for d in (ui.get("definitions") or {}).get("subgraphs") or [] if isinstance(d, dict)]
+    state = ui.get("state") if isinstance(ui.get("state"), dict) else {}
+    last = state.get("lastNodeId", ui.get("last_node_id"))
+    last_id = last if isinstance(last, int) and not isinstance(last, bool) else 0
+    used_keys = {str(n.get("id")) for n in ui.get("nodes") or [] if isinstance(n, dict)}
+    used_numbers = {n for n in (_numeric_id(k) for k in used_keys) if n is not None}
+    result = []
+    for definition in definitions:
+        remap: dict[str, int] = {}
+        nodes = []
+        for node in definition.get("nodes") or []:
+            if not isinstance(node, dict):
+                nodes.append(node)
+                continue
+            key = str(node.get("id"))
+            if key in used_keys:
+                while True:
+                    last_id += 1
+                    if last_id not in used_numbers:
+                        break
+                remap[key] = last_id
+                used_numbers.add(last_id)
+                used_keys.add(str(last_id))
+                node = {**node, "id": last_id}
+            else:
+                used_keys.add(key)
+                number = _numeric_id(node.get("id"))
+                if number is not None:
+                    used_numbers.add(number)
+                    last_id = max(last_id, number)
+            nodes.append(node)
+        if not remap:
+            result.append(definition)
+            continue
+        links = []
+        for link in definition.get("links") or []:
+            if isinstance(link, dict):
+                link = {**link, "origin_id": remap.get(str(link.get("origin_id")), link.get("origin_id")),
+                        "target_id": remap.get(str(link.get("target_id")), link.get("target_id"))}
+            elif isinstance(link, list) and len(link) >= 5:
+                link = [link[0], remap.get(str(link[1]), link[1]), link[2], remap.get(str(link[3]), link[3]),
+                        *link[4:]]
+            links.append(link)
+        widgets = [{**w, "id": remap.get(str(w.get("id")), w.get("id"))} if isinstance(w, dict) else w
+                   for w in definition.get("widgets") or []]
+        result.append({**definition, "nodes": nodes, "links": links, "widgets": widgets})
     return result
 
 

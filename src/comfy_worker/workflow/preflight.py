@@ -389,6 +389,11 @@ class _Validator:
         folder = model_folder(class_type, spec, self.models)
         live = folder_files(self.models, folder) if (folder and self.models is not None) else None
         options = live if live is not None else (spec.combo_options or [])
+        if live is not None:
+            # Loaders list choices that are no file in the folder (VAELoader's "pixel_space", "taesd"):
+            # the catalogue's names without an extension stay valid whatever the folder holds.
+            options = [*live, *(o for o in spec.combo_options or []
+                                if isinstance(o, str) and "." not in o.rsplit("/", 1)[-1] and o not in live)]
         values = value if (spec.options.get("multiselect") and isinstance(value, list)) else [value]
         invalid = [v for v in values if v not in options]
         if not invalid:
