@@ -232,7 +232,7 @@ def test_ctrl_c_cancels_the_job(tmp_path):
                 assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else ""
                 time.sleep(0.05)
             proc.send_signal(signal.SIGINT)
-            _, stderr = proc.communicate(timeout=30)
+            _, stderr = proc.communicate(timeout=90)
         finally:
             if proc.poll() is None:
                 proc.kill()
