@@ -223,16 +223,19 @@ def test_ctrl_c_cancels_the_job(tmp_path):
     wf = tmp_path / "wf.json"
     wf.write_text(json.dumps({"1": {"class_type": "EmptyImage", "inputs": {}}}))
     with FakeEndpoint([_progress("3", "KSampler", 1, 5.0)], repeat_last=True) as fake:
+        # A shell runs background jobs with SIGINT ignored, and children inherit that; a terminal's Ctrl-C
+        # reaches a process whose SIGINT is at its default, so restore it for the client.
         proc = subprocess.Popen([sys.executable, "-m", "comfy_worker.client", str(wf), "--endpoint", "ep1",
                                  "--poll", "0.05"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **fake.env()})
+                                text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **fake.env()},
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.monotonic() + 60
             while not any("/status/" in path for _, path, _ in fake.calls):
                 assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else ""
                 time.sleep(0.05)
             proc.send_signal(signal.SIGINT)
-            _, stderr = proc.communicate(timeout=90)
+            _, stderr = proc.communicate(timeout=30)
         finally:
             if proc.poll() is None:
                 proc.kill()
