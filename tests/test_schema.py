@@ -60,3 +60,21 @@ def test_error_string_is_json_with_code():
     payload = json.loads(err.to_error_string("job-1"))
     assert payload == {"code": "INVALID_INPUT", "message": "bad", "retryable": False,
                        "details": {"errors": []}, "job_id": "job-1"}
+
+
+def test_deep_nesting_refused_without_recursion():
+    deep: list = []
+    cursor = deep
+    for _ in range(100_000):
+        cursor.append([])
+        cursor = cursor[0]
+    with pytest.raises(WorkerError) as info:
+        parse_job_input({"workflow": {"1": {"class_type": "X", "inputs": {"v": deep}}}})
+    assert info.value.code is ErrorCode.INVALID_INPUT and "deeper" in info.value.message
+
+
+def test_too_many_nodes_refused_up_front():
+    wf = {str(i): {"class_type": "PrimitiveInt", "inputs": {"value": i}} for i in range(6000)}
+    with pytest.raises(WorkerError) as info:
+        parse_job_input({"workflow": wf})
+    assert info.value.details["errors"] == [{"field": "workflow", "problem": "6000 nodes, limit 5000"}]

@@ -60,3 +60,24 @@ def test_references_rewritten_to_staged_names_only():
     assert wf["2"]["inputs"]["image"] == "worker-jobs/t1/in (1).png"
     assert wf["3"]["inputs"]["image"] == "other.png"
     assert wf["4"]["inputs"]["text"] == "a photo of in.png"
+
+
+def test_decompression_bomb_refused_by_header_pixels():
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (9000, 9000)).save(buf, "PNG")  # a few kB on the wire, 81 M pixels decoded
+    bomb = base64.b64encode(buf.getvalue()).decode()
+    settings = Settings.from_env({"MAX_INPUT_PIXELS": str(4096 * 4096)})
+    with pytest.raises(WorkerError) as info:
+        fetch_media([MediaRequest("images[0].image", bomb, "bomb.png")], settings=settings, s3_defaults=None,
+                    max_total=10**9)
+    assert info.value.details["errors"][0]["field"] == "images[0].image"
+    assert "9000x9000" in info.value.message
+    huge = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(huge, "PNG")  # beyond Pillow's own bomb threshold
+    with pytest.raises(WorkerError, match="larger than the limit"):
+        fetch_media([MediaRequest("images[0].image", base64.b64encode(huge.getvalue()).decode(), "b.png")],
+                    settings=settings, s3_defaults=None, max_total=10**9)

@@ -200,6 +200,12 @@ class Job:
             log.warning("job=%s outcome=cancelled", self.job_id)
             await asyncio.shield(asyncio.to_thread(self._abort, False))
             raise
+        except Exception as exc:  # a bug must still reach the caller as a structured error, never a traceback
+            log.exception("job=%s outcome=failed code=INTERNAL_ERROR", self.job_id)
+            await asyncio.shield(asyncio.to_thread(self._abort, False))
+            err = WorkerError(ErrorCode.INTERNAL_ERROR, f"unexpected error in the worker ({type(exc).__name__}); "
+                              "the job was stopped", {"exception_type": type(exc).__name__})
+            return {"error": err.to_error_string(self.job_id, self.timings.total())}
         finally:
             await asyncio.shield(asyncio.to_thread(self._cleanup))
 
@@ -228,7 +234,8 @@ class Job:
     async def _run(self) -> dict[str, Any]:
         t = self.timings
         with t.stage("parse"):
-            request = parse_job_input(self.raw.get("input"))
+            request = parse_job_input(self.raw.get("input"), max_depth=self.settings.max_input_depth,
+                                      max_nodes=self.settings.max_workflow_nodes)
             self.request = request
             check_images(request.images, max_count=self.settings.max_input_images)
         batch = isinstance(request.inputs, list)

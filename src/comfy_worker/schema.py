@@ -243,11 +243,41 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "input"
 
 
-def parse_job_input(raw: Any) -> JobInput:
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether nesting exceeds `limit`, checked without recursion (a hostile input may be 100 000 deep)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
+def check_input_shape(raw: Any, *, max_depth: int, max_nodes: int) -> None:
+    """Limits on the raw input's structure, before any model or graph code walks it."""
+    if _too_deep(raw, max_depth):
+        raise WorkerError(ErrorCode.INVALID_INPUT, f"job input is nested deeper than {max_depth} levels",
+                          {"errors": [{"field": "input", "problem": f"nesting deeper than {max_depth}"}]})
+    workflow = raw.get("workflow") if isinstance(raw, dict) else None
+    count = 0
+    if isinstance(workflow, dict):
+        nodes = workflow.get("nodes")
+        count = len(nodes) if isinstance(nodes, list) else len(workflow)
+    if count > max_nodes:
+        raise WorkerError(ErrorCode.INVALID_INPUT, f"workflow: {count} nodes, more than the limit of {max_nodes}",
+                          {"errors": [{"field": "workflow", "problem": f"{count} nodes, limit {max_nodes}"}]})
+
+
+def parse_job_input(raw: Any, *, max_depth: int = 64, max_nodes: int = 5000) -> JobInput:
     """Validate ``job["input"]``; every problem is reported with the field it belongs to."""
     if not isinstance(raw, dict):
         raise WorkerError(ErrorCode.INVALID_INPUT, "job input must be a JSON object",
                           {"errors": [{"field": "input", "problem": f"got {type(raw).__name__}"}]})
+    check_input_shape(raw, max_depth=max_depth, max_nodes=max_nodes)
     try:
         return JobInput.model_validate(raw)
     except ValidationError as exc:

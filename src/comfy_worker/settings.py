@@ -64,6 +64,12 @@ class Settings(BaseModel):
     max_input_images: int = _env("MAX_INPUT_IMAGES", "Most entries accepted in `images`.", 64, ge=0)
     max_input_image_bytes: int = _env("MAX_INPUT_IMAGE_BYTES", "Largest decoded size of one input image, in "
                                       "bytes.", 50 * 1024 * 1024, ge=1)
+    max_input_depth: int = _env("MAX_INPUT_DEPTH", "Deepest nesting of lists and objects accepted in the job "
+                                "input.", 64, ge=8)
+    max_workflow_nodes: int = _env("MAX_WORKFLOW_NODES", "Most nodes (API format) or UI nodes accepted in one "
+                                   "workflow before any processing.", 5000, ge=1)
+    max_input_pixels: int = _env("MAX_INPUT_PIXELS", "Largest input image, in pixels (width x height from its "
+                                 "header), staged for ComfyUI; `MAX_PIXELS` lowers it when set.", 8192 * 8192, ge=1)
     max_batch_size: int = _env("MAX_BATCH_SIZE", "Most input sets in one batch (`inputs` given as a list).", 16,
                                ge=1)
     max_input_total_bytes: int = _env("MAX_INPUT_TOTAL_BYTES", "Largest decoded size of all input media of "

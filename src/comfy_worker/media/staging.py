@@ -3,9 +3,12 @@ rewrite the workflow's references to the names ComfyUI returns."""
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
 from typing import Any
+
+from PIL import Image
 
 from ..comfy.client import ComfyClient, ComfyUnavailable
 from ..errors import ErrorCode, WorkerError
@@ -46,6 +49,23 @@ def check_images(images: list[InputImage], *, max_count: int) -> None:
         seen.add(item.name)
 
 
+def check_pixels(data: bytes, field: str, limit: int) -> None:
+    """Refuse an image whose header announces more pixels than allowed (a decompression bomb is small on
+    the wire and huge once ComfyUI decodes it). Only the header is read."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+    except Image.DecompressionBombError as exc:
+        raise WorkerError(ErrorCode.INVALID_INPUT, f"{field}: image is larger than the limit of {limit} pixels "
+                          f"({exc})", {"errors": [{"field": field, "problem": f"more than {limit} pixels"}]}) from None
+    except (OSError, ValueError):
+        return  # not an image Pillow can size; ComfyUI's loader judges it
+    if width * height > limit:
+        raise WorkerError(ErrorCode.INVALID_INPUT, f"{field}: image of {width}x{height} pixels is larger than the "
+                          f"limit of {limit} pixels", {"errors": [{"field": field, "problem":
+                                                                   f"{width}x{height} pixels, limit {limit}"}]})
+
+
 def fetch_media(requests_: list[MediaRequest], *, settings: Settings, s3_defaults: Any,
                 max_total: int) -> list[tuple[str, bytes]]:
     """Resolve every input (base64, data URI, https or s3 URL) within one job-wide byte budget."""
@@ -60,6 +80,8 @@ def fetch_media(requests_: list[MediaRequest], *, settings: Settings, s3_default
         media = resolve_input(req.value, field=req.field, settings=settings, s3_defaults=s3_defaults,
                               slot=req.slot, max_bytes=left)
         used += len(media.data)
+        if media.mime.startswith("image/"):
+            check_pixels(media.data, req.field, min(settings.max_input_pixels, settings.max_pixels or settings.max_input_pixels))
         files.append((req.name or f"input-{index}{media.ext}", media.data))
     return files
 

@@ -38,7 +38,15 @@ def to_api_workflow(workflow: dict[str, Any], object_info: dict[str, Any], *,
                     rng: random.Random | None = None, now: datetime | None = None) -> dict[str, Any]:
     """The API-format graph for either format (API graphs are returned as a shallow-checked copy)."""
     if is_ui_workflow(workflow):
-        return convert_ui_workflow(workflow, object_info, rng=rng, now=now)
+        try:
+            return convert_ui_workflow(workflow, object_info, rng=rng, now=now)
+        except WorkerError:
+            raise
+        except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
+            # A UI workflow whose parts have the wrong JSON types (hand-edited or truncated files).
+            raise WorkerError(ErrorCode.INVALID_WORKFLOW, "workflow: not a well-formed ComfyUI UI workflow "
+                              f"({type(exc).__name__}: {exc}); save it again from ComfyUI, or send the API "
+                              "format", {"field": "workflow", "exception_type": type(exc).__name__}) from None
     if not isinstance(workflow, dict) or not workflow:
         raise WorkerError(ErrorCode.INVALID_WORKFLOW, "workflow: must be a non-empty object",
                           {"field": "workflow"})
