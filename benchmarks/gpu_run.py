@@ -165,6 +165,7 @@ class Bench:
         self.args = args
         self.started = time.monotonic()
         self.work = Path(args.work_dir or tempfile.mkdtemp(prefix="gpu_run-"))
+        self.work.mkdir(parents=True, exist_ok=True)
         self.models = Path(args.models_dir) if args.models_dir else self.work / "models"
         self.extra_paths = self.work / "extra_model_paths.yaml"
         self.comfy_args = (["--cpu"] if args.cpu else []) + list(args.comfy_arg)
@@ -487,6 +488,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             fn()
         except Exception as exc:  # one part failing must not cost the figures of the others
             log.exception("%s failed", names[0])
+            results.notes.append(f"{names[0]}: {type(exc).__name__}: {str(exc)[:300]}")
             for name in names:
                 results.missing(name, f"failed: {type(exc).__name__}: {str(exc)[:300]}")
 
