@@ -12,6 +12,12 @@ Run (real ComfyUI):  COMFYUI_DIR=/opt/comfyui COMFYUI_PYTHON=/opt/comfyui-venv/b
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Runnable as a script from anywhere: the repository root and src/ go on the import path.
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "src")]
+
 import argparse
 import asyncio
 import base64
@@ -21,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (DirectClient, color_workflow, comfy_execution_seconds, output_matches, pixel_of_png, same_pixel,
+from benchmarks.common import (DirectClient, color_workflow, comfy_execution_seconds, output_matches, pixel_of_png, same_pixel,
                     target_name)
 
 from comfy_worker.job import run_job

@@ -7,20 +7,16 @@ import base64
 import io
 import json
 import os
-import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-for _path in (str(ROOT / "src"), str(ROOT)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+import requests
+import websocket
+from PIL import Image
 
-import requests  # noqa: E402
-import websocket  # noqa: E402
-from PIL import Image  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def target_name() -> str:
