@@ -43,6 +43,7 @@ from PIL import Image
 from benchmarks.common import color_workflow, pixel_of_png, same_pixel, target_name
 from comfy_worker.comfy.client import ComfyUnavailable
 from comfy_worker.comfy.runtime import ComfyRuntime
+from comfy_worker.errors import WorkerError
 from comfy_worker.job import run_job
 from comfy_worker.settings import Settings
 from tests.workerkit import boot_runtime, real_comfyui
@@ -170,15 +171,20 @@ class FaultSuite:
 
     async def ready(self) -> None:
         """Wait until ComfyUI (restarted after a kill) is back and idle before the next injection."""
-        await asyncio.to_thread(self.runtime.ensure_ready)
-        self.set_faults()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            queue = await asyncio.to_thread(self.runtime.client.queue)
+            try:
+                # Just after a kill the supervisor may not have seen the exit yet: retry until it has.
+                await asyncio.to_thread(self.runtime.ensure_ready)
+                self.set_faults()
+                queue = await asyncio.to_thread(self.runtime.client.queue)
+            except (ComfyUnavailable, WorkerError):
+                await asyncio.sleep(0.2)
+                continue
             if not queue.get("queue_running") and not queue.get("queue_pending"):
                 return
             await asyncio.sleep(0.1)
-        raise RuntimeError("ComfyUI's queue did not drain")
+        raise RuntimeError("ComfyUI did not come back idle")
 
     def moment(self) -> float:
         """A random moment inside a job's run (submission to completion)."""
