@@ -147,7 +147,7 @@ class FaultSuite:
             assert outcome.result is not None
             images = [o for o in outcome.result.get("outputs", []) if o.get("data")]
             pixels = [pixel_of_png(base64.b64decode(o["data"])) for o in images]
-            if len(pixels) == 1 and same_pixel(pixels[0], color):
+            if len(pixels) == (2 if self.real else 1) and all(same_pixel(p, color) for p in pixels):
                 tally.right += 1
             elif any(same_pixel(p, other) for p in pixels for other in self.colors - {color}):
                 tally.misdelivered += 1
@@ -188,7 +188,7 @@ class FaultSuite:
 
     def moment(self) -> float:
         """A random moment inside a job's run (submission to completion)."""
-        return self.rng.uniform(0.0, 3.0 if self.real else 0.8)
+        return self.rng.uniform(0.0, 0.8)
 
     def kill_later(self, delay: float) -> asyncio.Task[None]:
         assert self.runtime.process is not None
