@@ -9,19 +9,22 @@ least 20). A longer run is one command away: FUZZ_EXAMPLES=5000 pytest tests/tes
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
-import io
 import json
 import os
 import re
-import zlib
+import shutil
 import struct
+import tempfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from comfy_worker.errors import ErrorCode, WorkerError
 from comfy_worker.job import Job, check_api_format
@@ -29,6 +32,11 @@ from comfy_worker.schema import parse_job_input
 from comfy_worker.workflow import is_ui_workflow, resolve_workflow
 
 from .workerkit import boot_runtime, empty_image_workflow, error_of, run
+
+# Hypothesis caches constants and Unicode tables in its home folder: keep it out of the checkout.
+_HOME = tempfile.mkdtemp(prefix="hypothesis-")
+set_hypothesis_home_dir(_HOME)
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "comfyui"
 OBJECT_INFO: dict[str, Any] = json.loads((FIXTURES / "object_info.json").read_text())
