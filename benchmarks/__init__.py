@@ -1,0 +1,1 @@
+"""Benchmarks and robustness suites; each module runs as a script (see benchmarks/README.md)."""
