@@ -304,8 +304,10 @@ def run_suite(tmp: Path, kinds: list[str], runs: int, job_timeout: float = 20.0,
               ) -> tuple[dict[str, Tally], dict[str, int]]:
     """Run every kind `runs` times (interleaved); returns the tallies and the files left in ComfyUI's folders."""
     real = real_comfyui() is not None
+    # The worker's own stall watchdog must fire well inside the suite's outer timeout, which counts hangs.
     runtime, settings = boot_runtime(tmp, real=real, LOG_LEVEL="ERROR", COMFY_HISTORY_POLL_INTERVAL="1",
-                                     COMFYUI_RESTART_BACKOFF_MAX="1")
+                                     COMFYUI_RESTART_BACKOFF_MAX="1", STALL_TIMEOUT=str(max(2.0, job_timeout / 4)),
+                                     INTERRUPT_GRACE="2")
     if runtime.boot_error:
         raise RuntimeError(f"ComfyUI did not start: {runtime.boot_error}")
     suite = FaultSuite(runtime, settings, real=real, job_timeout=job_timeout, seed=seed)

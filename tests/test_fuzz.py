@@ -216,23 +216,15 @@ def test_resolver_resolves_api_graphs_or_raises_a_catalogued_error(workflow, inp
     resolve_or_structured_error(workflow, inputs, randomize)
 
 
-UI_CONVERTER_UNCHECKED = ("missing check: the UI-format converter (workflow/convert.py) does not check the "
-                          "types of node fields: a node whose `inputs` is not a list (convert.py _add: "
-                          "TypeError), an `inputs` item that is not an object (resolve_input: AttributeError) "
-                          "or a top-level `extra`/`definitions` that is not an object (_Flattener.__init__: "
-                          "AttributeError) or a `links` that is not a list (_parse_links: TypeError) raise instead of "
-                          "INVALID_WORKFLOW")
 
 
 # Hypothesis reports several distinct failures as one ExceptionGroup, hence no `raises=` here.
-@pytest.mark.xfail(strict=True, reason=UI_CONVERTER_UNCHECKED)
 @settings(FUZZ, phases=[Phase.explicit, Phase.generate])  # no shrinking while it is expected to fail
 @given(workflow=ui_workflows(), inputs=st.none() | inputs_maps, randomize=st.booleans())
 def test_resolver_converts_ui_workflows_or_raises_a_catalogued_error(workflow, inputs, randomize):
     resolve_or_structured_error(workflow, inputs, randomize)
 
 
-@pytest.mark.xfail(strict=True, raises=(TypeError, AttributeError), reason=UI_CONVERTER_UNCHECKED)
 @pytest.mark.parametrize("workflow", [
     {"nodes": [{"id": 1, "type": "EmptyImage", "inputs": True}], "links": []},
     {"nodes": [{"id": 2, "type": "ImageInvert", "inputs": ["image"]}], "links": []},
@@ -283,9 +275,6 @@ def test_pipeline_answers_every_input_with_a_result_or_a_structured_error(worker
         assert "outputs" in result or result.get("dry_run") is True, result
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="Job.run catches only WorkerError: an unexpected "
-                   "exception (here the UI converter's TypeError) escapes to the runpod SDK, which reports "
-                   "its own error with a traceback instead of an INTERNAL_ERROR payload")
 def test_unexpected_exception_in_the_pipeline_becomes_a_structured_error(worker):
     runtime, settings = worker
     workflow = {"nodes": [{"id": 1, "type": "EmptyImage", "inputs": True}], "links": []}
@@ -304,12 +293,8 @@ def deep_list(depth: int) -> Any:
     return value
 
 
-NO_DEPTH_LIMIT = ("missing check: no nesting-depth limit on the job input; a 100 000-deep list reaches "
-                  "copy.deepcopy in Job._resolve (or repr in the pre-flight) and the RecursionError escapes "
-                  "Job.run, which catches only WorkerError (no INTERNAL_ERROR catch-all)")
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=NO_DEPTH_LIMIT)
 def test_deeply_nested_node_input_is_refused_with_a_structured_error(worker):
     runtime, settings = worker
     workflow = empty_image_workflow()
@@ -318,7 +303,6 @@ def test_deeply_nested_node_input_is_refused_with_a_structured_error(worker):
     assert err["code"] in {"INVALID_INPUT", "INVALID_WORKFLOW"}, err
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=NO_DEPTH_LIMIT)
 def test_deeply_nested_inputs_map_is_refused_with_a_structured_error(worker):
     runtime, settings = worker
     err = error_of(run_bounded(runtime, settings, {"workflow": empty_image_workflow(),
@@ -326,9 +310,6 @@ def test_deeply_nested_inputs_map_is_refused_with_a_structured_error(worker):
     assert err["code"] in {"INVALID_INPUT", "INVALID_WORKFLOW"}, err
 
 
-@pytest.mark.xfail(strict=True, reason="missing check: the worker has no limit on the size of the job input "
-                                       "(node count or total JSON size); a 100 000-node workflow is resolved "
-                                       "and sent to ComfyUI instead of refused as INVALID_INPUT up front")
 def test_huge_workflow_is_refused_up_front(worker):
     runtime, settings = worker
     workflow = {str(i): {"class_type": "PrimitiveInt", "inputs": {"value": i}} for i in range(100_000)}
@@ -349,10 +330,6 @@ def _png_of_size(width: int, height: int) -> bytes:
             + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
 
 
-@pytest.mark.xfail(strict=True, reason="missing check: input images are not checked by pixel count (header "
-                                       "dimensions) before upload; a 40000x40000 PNG of a few hundred kB "
-                                       "(a decompression bomb) is uploaded to ComfyUI and only fails inside "
-                                       "LoadImage")
 def test_decompression_bomb_input_image_is_refused_before_upload(tmp_path):
     runtime, settings = boot_runtime(tmp_path, MAX_PIXELS=str(4096 * 4096))
     try:
