@@ -5,9 +5,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-import runpod  # noqa: E402
-
 from comfy_worker.app import create_worker  # noqa: E402
 
 if __name__ == "__main__":
-    runpod.serverless.start(create_worker().config)
+    app = create_worker()  # starts ComfyUI, importing the runpod SDK meanwhile
+    import runpod
+
+    runpod.serverless.start(app.config)

@@ -319,6 +319,7 @@ def run_suite(tmp: Path, kinds: list[str], runs: int, job_timeout: float = 20.0,
             await suite.ready()
 
         asyncio.run(all_kinds())
+        runtime.drain_cleanups()  # per-job cleanup runs just after each result is returned
         left = {name: sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
                 for name, folder in runtime.folders.items()}
     finally:

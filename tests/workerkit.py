@@ -73,7 +73,10 @@ def boot_runtime(tmp_path: Path, *, faults: dict[str, Any] | None = None, real: 
 def run(runtime: ComfyRuntime, settings: Settings, job_input: Any, job_id: str = "job-1",
         progress: list | None = None) -> dict[str, Any]:
     sink = progress.append if progress is not None else (lambda p: None)
-    return asyncio.run(run_job({"id": job_id, "input": job_input}, runtime, settings, sink))
+    result = asyncio.run(run_job({"id": job_id, "input": job_input}, runtime, settings, sink))
+    # Cleanup runs after the result is returned; tests look at ComfyUI's folders once it is done.
+    runtime.drain_cleanups()
+    return result
 
 
 def error_of(result: dict[str, Any]) -> dict[str, Any]:

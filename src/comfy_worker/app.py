@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import importlib
 import itertools
 import json
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -78,6 +80,8 @@ def create_worker(settings: Settings | None = None, *, boot: bool = True) -> Wor
 
     app = WorkerApp(handler, settings, runtime)
     if boot:
+        # The runpod SDK takes over a second to import: let that happen while ComfyUI boots.
+        threading.Thread(target=importlib.import_module, args=("runpod",), name="import-runpod", daemon=True).start()
         fetched = _fetch_start_models(settings)
         if fetched is not None:
             app.cold_start["start_models"] = round(fetched, 3)

@@ -174,6 +174,7 @@ class Job:
         self.warnings: list[str] = []
         self._catalogue: dict[str, Any] = {}
         self.request: JobInput | None = None
+        self._unsettled: list[str] = []
 
     @property
     def staging_folder(self) -> str:
@@ -198,16 +199,17 @@ class Job:
             return out
         except asyncio.CancelledError:
             log.warning("job=%s outcome=cancelled", self.job_id)
-            await asyncio.shield(asyncio.to_thread(self._abort, False))
+            self._abort(False)
             raise
         except Exception as exc:  # a bug must still reach the caller as a structured error, never a traceback
             log.exception("job=%s outcome=failed code=INTERNAL_ERROR", self.job_id)
-            await asyncio.shield(asyncio.to_thread(self._abort, False))
+            self._abort(False)
             err = WorkerError(ErrorCode.INTERNAL_ERROR, f"unexpected error in the worker ({type(exc).__name__}); "
                               "the job was stopped", {"exception_type": type(exc).__name__})
             return {"error": err.to_error_string(self.job_id, self.timings.total())}
         finally:
-            await asyncio.shield(asyncio.to_thread(self._cleanup))
+            # The caller gets the result now; staged files, outputs and history go right after.
+            self.runtime.schedule_cleanup(self._cleanup)
 
     def _timeout(self) -> float | None:
         raw = self.raw.get("input")
@@ -548,7 +550,8 @@ class Job:
     # --- abort and cleanup --------------------------------------------------------------------------
     def _abort(self, settle: bool) -> bool:
         """Stop this job's prompts in ComfyUI, and only this job's. With `settle`, wait for them to stop and
-        restart ComfyUI if they do not, so the next job never queues behind them. Returns whether it restarted."""
+        restart ComfyUI if they do not, so the next job never queues behind them (returns whether it
+        restarted); without, that wait happens in the cleanup, so a cancel returns at once."""
         pending = [run.prompt_id for run in self.runs if run.submitted and not run.finished]
         if not pending:
             return False
@@ -560,9 +563,11 @@ class Job:
         except ComfyUnavailable as exc:
             log.warning("job=%s could not stop its prompts: %s", self.job_id, exc)
         if settle:
-            return self._settle(pending)
-        # A cancel returns at once; the check that the prompts really stopped runs on its own.
-        threading.Thread(target=self._settle, args=(pending,), name=f"settle-{self.job_id}", daemon=True).start()
+            restarted = self._settle(pending)
+            for run in self.runs:
+                run.finished = True
+            return restarted
+        self._unsettled = pending
         return False
 
     def _settle(self, prompt_ids: list[str]) -> bool:
@@ -584,6 +589,9 @@ class Job:
                    for item in queue.get("queue_running", []) + queue.get("queue_pending", []))
 
     def _cleanup(self) -> None:
+        if self._unsettled:
+            # An interrupted prompt may still be finishing a node: files are removed once it has stopped.
+            self._settle(self._unsettled)
         submitted = [run.prompt_id for run in self.runs if run.submitted]
         if self.request is not None and self.request.execution_config.free_memory_after and submitted:
             try:

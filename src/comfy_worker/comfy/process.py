@@ -131,7 +131,7 @@ class ComfyProcess:
                     return True
             except requests.RequestException:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.05)
         return False
 
     def wait_until_ready(self, timeout: float) -> bool:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,10 @@ class ComfyRuntime:
         self._catalogue_generation = -1
         self._models: dict[str, list[str]] | None = None
         self._models_at = 0.0
+        # Per-job cleanup runs after the result is returned, one at a time, on its own thread.
+        self._cleanup_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-cleanup")
+        self._cleanups: set[Future[None]] = set()
+        self._cleanup_lock = threading.Lock()
         if self.process is not None:
             self.process.add_exit_listener(self._on_exit)
 
@@ -115,6 +122,8 @@ class ComfyRuntime:
             raise self.unavailable("could not open ComfyUI's websocket")
 
     async def ensure_ready_async(self) -> None:
+        if self.process is not None and self.process.is_ready() and self.events.connected:
+            return  # the common case needs no HTTP call, so no thread hop either
         await asyncio.to_thread(self.ensure_ready)
 
     def catalogue(self) -> dict[str, Any]:
@@ -157,10 +166,12 @@ class ComfyRuntime:
         if not self.local_files or not self.settings.input_dir.is_dir():
             return None
         base = self.settings.input_dir
-        files = []
-        for path in base.rglob("*"):
-            if path.is_file():
-                files.append(path.relative_to(base).as_posix())
+        files: list[str] = []
+        # os.walk skips folders that vanish while it runs (another job's cleanup), where rglob would raise.
+        for folder, _dirs, names in os.walk(base):
+            rel = Path(folder).relative_to(base)
+            for name in names:
+                files.append((rel / name).as_posix())
                 if len(files) >= limit:
                     return None
         return files
@@ -188,7 +199,33 @@ class ComfyRuntime:
         s = self.settings
         return {"input": s.input_dir, "output": s.output_dir, "temp": s.temp_dir}
 
+    def schedule_cleanup(self, task: Callable[[], None]) -> None:
+        """Run a job's cleanup after its result has gone out; failures are logged, never raised."""
+        def guarded() -> None:
+            try:
+                task()
+            except Exception:
+                log.exception("job cleanup failed")
+
+        future = self._cleanup_pool.submit(guarded)
+        with self._cleanup_lock:
+            self._cleanups.add(future)
+        future.add_done_callback(self._forget_cleanup)
+
+    def _forget_cleanup(self, future: Future[None]) -> None:
+        with self._cleanup_lock:
+            self._cleanups.discard(future)
+
+    def drain_cleanups(self, timeout: float = 60.0) -> bool:
+        """Wait until every scheduled cleanup has run. True when none is left."""
+        with self._cleanup_lock:
+            pending = list(self._cleanups)
+        done, not_done = wait(pending, timeout=timeout)
+        return not not_done
+
     def shutdown(self) -> None:
+        self.drain_cleanups()
+        self._cleanup_pool.shutdown(wait=False)
         self.events.stop()
         if self.process is not None:
             self.process.stop()
