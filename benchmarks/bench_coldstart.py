@@ -1,7 +1,7 @@
 """Cold start: process start until ready, for the worker and for ComfyUI alone.
 
   ComfyUI alone:        `main.py` started until GET /system_stats answers 200.
-  worker (handler):     `python -c build_handler()` started until build_handler returns (ComfyUI booted,
+  worker (handler):     `python -c create_worker()` started until create_worker returns (ComfyUI booted,
                         websocket open, node catalogue read): what a job waits for.
   worker (API server):  `handler.py --rp_serve_api` started until its local API answers (adds the runpod
                         SDK's server start).
@@ -45,9 +45,9 @@ TIMEOUT_S = 120.0
 _BUILD_HANDLER = """
 import sys, time
 sys.path[:0] = [{src!r}]
-from comfy_worker.app import build_handler
-handler, runtime = build_handler()
-assert runtime is not None and runtime.boot_error is None, runtime and runtime.boot_error
+from comfy_worker.app import create_worker
+app = create_worker()
+assert app.runtime is not None and app.runtime.boot_error is None, app.runtime and app.runtime.boot_error
 sys.stdout.write("READY\\n"); sys.stdout.flush()
 sys.stdin.read()  # until the benchmark closes it; atexit then stops ComfyUI
 """
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="runs per side (default 5)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    sides = {"ComfyUI alone": comfyui_alone, "worker (build_handler)": worker_handler,
+    sides = {"ComfyUI alone": comfyui_alone, "worker (create_worker)": worker_handler,
              "worker (API server)": worker_api}
     times: dict[str, list[float]] = {name: [] for name in sides}
     for run in range(args.runs):
@@ -136,10 +136,10 @@ def main() -> None:
     log.info("target: %s; %d runs per side", target_name(), args.runs)
     for name, value in medians.items():
         log.info("%-24s median %.2f s  (min %.2f, max %.2f)", name, value, min(times[name]), max(times[name]))
-    added = medians["worker (build_handler)"] - medians["ComfyUI alone"]
+    added = medians["worker (create_worker)"] - medians["ComfyUI alone"]
     log.info("worker adds %.2f s to ComfyUI alone (target <= %.1f s): %s; the API server adds %.2f s more",
              added, TARGET_ADDED_S, "MET" if added <= TARGET_ADDED_S else "MISSED",
-             medians["worker (API server)"] - medians["worker (build_handler)"])
+             medians["worker (API server)"] - medians["worker (create_worker)"])
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def test_refresh_after_n_jobs_and_concurrency_config(tmp_path):
     app = create_worker(settings)
     try:
         assert app.config["concurrency_modifier"](1) == 2
-        assert "comfyui_boot" in app.cold_start and "catalogue" in app.cold_start
+        assert "comfyui_boot" in app.cold_start and "total" in app.cold_start
         job = {"workflow": empty_image_workflow()}
         first = asyncio.run(app.handler({"id": "a", "input": job}))
         second = asyncio.run(app.handler({"id": "b", "input": job}))

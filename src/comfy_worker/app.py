@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import importlib
 import itertools
 import json
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,12 +14,7 @@ from typing import Any
 
 from .comfy.runtime import ComfyRuntime
 from .errors import ErrorCode, WorkerError
-from .image.volume import model_download_root
-from .job import run_job
-from .models.download import DownloadError, ensure_models, options_from_settings
-from .models.manifest import FetchWhen, load_manifest
 from .logs import configure_logging
-from .progress import runpod_sender
 from .settings import Settings, SettingsError
 
 log = logging.getLogger("comfy_worker.app")
@@ -68,6 +61,12 @@ def create_worker(settings: Settings | None = None, *, boot: bool = True) -> Wor
     configure_logging(settings.log_level)
     runtime = ComfyRuntime(settings)
     atexit.register(runtime.shutdown)
+    if boot:
+        # ComfyUI takes seconds to boot: start it first, and load the rest of the worker meanwhile.
+        runtime.start()
+    from .job import run_job
+    from .progress import runpod_sender
+
     counter = itertools.count(1)
     refresh_every = settings.refresh_worker_after_jobs
 
@@ -80,14 +79,13 @@ def create_worker(settings: Settings | None = None, *, boot: bool = True) -> Wor
 
     app = WorkerApp(handler, settings, runtime)
     if boot:
-        # The runpod SDK takes over a second to import: let that happen while ComfyUI boots.
-        threading.Thread(target=importlib.import_module, args=("runpod",), name="import-runpod", daemon=True).start()
+        import runpod  # noqa: F401  (the SDK takes over a second to import: it does so while ComfyUI boots)
+
         fetched = _fetch_start_models(settings)
         if fetched is not None:
             app.cold_start["start_models"] = round(fetched, 3)
-        runtime.boot()
-        app.cold_start.update({"comfyui_boot": round(runtime.boot_seconds or 0.0, 3),
-                               "catalogue": round(runtime.catalogue_seconds or 0.0, 3)})
+        runtime.wait()
+        app.cold_start["comfyui_boot"] = round(runtime.boot_seconds or 0.0, 3)
         if settings.warmup_workflow and runtime.boot_error is None:
             app.cold_start["warmup"] = round(_warm_up(settings, runtime), 3)
         app.cold_start["total"] = round(time.monotonic() - started, 3)
@@ -99,6 +97,10 @@ def create_worker(settings: Settings | None = None, *, boot: bool = True) -> Wor
 def _fetch_start_models(settings: Settings) -> float | None:
     """Fetch the models.yaml entries marked `start` (to the network volume when there is one). A failure is
     logged, not fatal: jobs that need a missing model then fail with MISSING_MODELS naming it."""
+    from .image.volume import model_download_root
+    from .models.download import DownloadError, ensure_models, options_from_settings
+    from .models.manifest import FetchWhen, load_manifest
+
     try:
         manifest = load_manifest(settings.models_manifest, missing_ok=True)
     except Exception as exc:  # a broken manifest must not keep the worker from serving other workflows
@@ -125,6 +127,8 @@ def _warm_up(settings: Settings, runtime: ComfyRuntime) -> float:
         log.error("warm-up workflow %s unreadable: %s", settings.warmup_workflow, exc)
         return 0.0
     job_input = data["input"] if isinstance(data, dict) and "input" in data else {"workflow": data}
+    from .job import run_job
+
     result = asyncio.run(run_job({"id": "warmup", "input": job_input}, runtime, settings, lambda p: None))
     if "error" in result:
         log.error("warm-up workflow failed: %s", result["error"])

@@ -30,9 +30,11 @@ class ComfyRuntime:
         self.events = EventStream(self.client.ws_url, reconnect_max=settings.ws_reconnect_max)
         self.boot_error: str | None = None
         self.boot_seconds: float | None = None
+        self._boot_started = time.monotonic()
         self.catalogue_seconds: float | None = None
         self._catalogue: dict[str, Any] | None = None
         self._catalogue_generation = -1
+        self._catalogue_lock = threading.Lock()
         self._models: dict[str, list[str]] | None = None
         self._models_at = 0.0
         # Per-job cleanup runs after the result is returned, one at a time, on its own thread.
@@ -45,18 +47,30 @@ class ComfyRuntime:
     # --- start-up -------------------------------------------------------------------------------
     def boot(self) -> bool:
         """Start (or find) ComfyUI and wait until it answers. Never raises: a failure is kept for the first job."""
-        started = time.monotonic()
+        self.start()
+        return self.wait()
+
+    def start(self) -> None:
+        """Spawn ComfyUI without waiting for it, so the worker can do its own start-up meanwhile."""
+        self._boot_started = time.monotonic()
+        if self.process is None:
+            return
         try:
-            if self.process is not None:
-                self.process.start()
-                ready = self.process.wait_ready(self.settings.comfyui_start_timeout)
-            else:
-                ready = self._wait_attached(self.settings.comfyui_start_timeout)
+            self.process.start()
         except OSError as exc:
             self.boot_error = str(exc)
             log.error("ComfyUI could not be started: %s", exc)
+
+    def wait(self) -> bool:
+        """Wait until the started ComfyUI answers, then connect the event stream and read the catalogue."""
+        if self.boot_error is not None and self.process is not None and not self.process.is_alive():
             return False
-        self.boot_seconds = time.monotonic() - started
+        remaining = max(1.0, self.settings.comfyui_start_timeout - (time.monotonic() - self._boot_started))
+        if self.process is not None:
+            ready = self.process.wait_ready(remaining)
+        else:
+            ready = self._wait_attached(remaining)
+        self.boot_seconds = time.monotonic() - self._boot_started
         if not ready:
             self.boot_error = self._not_ready_reason()
             log.error("ComfyUI is not ready: %s", self.boot_error)
@@ -64,14 +78,21 @@ class ComfyRuntime:
         self.boot_error = None
         self.events.start()
         self.events.wait_connected(10)
+        # Warm the catalogue (1-2 MB of node definitions) in the background: the worker is ready now, and a
+        # first job that arrives meanwhile waits for this same fetch instead of starting another.
+        threading.Thread(target=self._warm_catalogue, name="catalogue-warmup", daemon=True).start()
+        log.info("ComfyUI ready in %.2f s at %s", self.boot_seconds, self.settings.base_url)
+        return True
+
+    def _warm_catalogue(self) -> None:
         loaded = time.monotonic()
         try:
-            self.catalogue()  # warm: the first job should not pay for reading 1-2 MB of node definitions
+            self.catalogue()
         except WorkerError as exc:
             log.warning("%s", exc.message)
         self.catalogue_seconds = time.monotonic() - loaded
-        log.info("ComfyUI ready in %.2f s at %s", self.boot_seconds, self.settings.base_url)
-        return True
+        log.info("cold start: node catalogue loaded in %.2f s (%d node types)", self.catalogue_seconds,
+                 len(self._catalogue or {}))
 
     def _wait_attached(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -129,13 +150,14 @@ class ComfyRuntime:
     def catalogue(self) -> dict[str, Any]:
         """ComfyUI's /object_info, fetched once per ComfyUI boot (custom nodes only change with a restart)."""
         generation = self.process.generation if self.process else 0
-        if self._catalogue is None or generation != self._catalogue_generation:
-            try:
-                self._catalogue = self.client.object_info()
-            except ComfyUnavailable as exc:
-                raise self.unavailable(f"could not read ComfyUI's node catalogue: {exc}") from exc
-            self._catalogue_generation = generation
-        return self._catalogue
+        with self._catalogue_lock:
+            if self._catalogue is None or generation != self._catalogue_generation:
+                try:
+                    self._catalogue = self.client.object_info()
+                except ComfyUnavailable as exc:
+                    raise self.unavailable(f"could not read ComfyUI's node catalogue: {exc}") from exc
+                self._catalogue_generation = generation
+            return self._catalogue
 
     def model_lists(self) -> dict[str, list[str]]:
         """Files in every model folder, read fresh (files appear on a network volume at any time), from a
