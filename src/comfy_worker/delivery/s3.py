@@ -191,15 +191,17 @@ class S3Delivery(DeliveryProvider):
         uploads = [_Upload(item, key, i) for i, (item, key) in enumerate(zip(outputs, keys)) if item.kind != "text"]
         failures: dict[int, str] = {}
         done: list[_Upload] = []
-        # Entries are described before upload so the sha256/size describe the bytes actually sent.
-        entries: dict[int, OutputEntry] = {i: describe(item) for i, item in enumerate(outputs)}
+        entries: dict[int, OutputEntry] = {i: describe(item) for i, item in enumerate(outputs) if item.kind == "text"}
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=self.settings.upload_concurrency,
                                 thread_name_prefix=f"s3-{ctx.job_id[:8]}") as pool:
-            futures = {pool.submit(self._upload_one, client, transfer, up): up for up in uploads}
+            # Each output is described (sha256, size) and uploaded on the same thread, right before its upload,
+            # so hashing overlaps the other uploads and describes exactly the bytes sent.
+            futures = {pool.submit(self._describe_and_upload, client, transfer, up): up for up in uploads}
             for future, up in futures.items():
                 error = future.exception()
                 if error is None:
+                    entries[up.index] = future.result()
                     done.append(up)
                 else:
                     failures[up.index] = error_reason(error, self.target.secrets())
@@ -225,6 +227,11 @@ class S3Delivery(DeliveryProvider):
             result.append(entry)
             item.release()
         return result
+
+    def _describe_and_upload(self, client: Any, transfer: TransferConfig, up: _Upload) -> OutputEntry:
+        entry = describe(up.item)
+        self._upload_one(client, transfer, up)
+        return entry
 
     def _upload_one(self, client: Any, transfer: TransferConfig, up: _Upload) -> None:
         tries = self.settings.upload_retries
