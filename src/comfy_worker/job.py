@@ -115,10 +115,6 @@ def check_api_format(workflow: dict[str, Any]) -> None:
                           {"problems": problems})
 
 
-def output_class_types(object_info: dict[str, Any]) -> set[str]:
-    return {name for name, info in object_info.items() if isinstance(info, dict) and info.get("output_node")}
-
-
 def mark_outputs(workflow: dict[str, Any], run: PromptRun, output_classes: set[str]) -> None:
     """Make every output of this job unique: files go to the job's own subfolder, and output nodes carry
     the job marker so ComfyUI's cache never replays another job's (possibly deleted) files. Only output
@@ -252,7 +248,7 @@ class Job:
         self.runs = [PromptRun(i, f"{self.token}-{i}" if batch else self.token, r) for i, r in enumerate(resolved)]
         with t.stage("stage_inputs"):
             await asyncio.to_thread(self._stage, request)
-        classes = output_class_types(self._catalogue)
+        classes = self.runtime.output_classes()
         for run in self.runs:
             mark_outputs(run.graph, run, classes)
         await self._execute(batch)
@@ -404,7 +400,9 @@ class Job:
         last_news = time.monotonic()
         while True:
             try:
-                event = await asyncio.wait_for(queue.get(), timeout=0.5 if terminal_seen else poll)
+                # Events that are already queued need no timer (wait_for creates a task per call).
+                event = queue.get_nowait() if not queue.empty() else await asyncio.wait_for(
+                    queue.get(), timeout=0.5 if terminal_seen else poll)
             except asyncio.TimeoutError:
                 # No news: the websocket may have lost the end of the prompt. /history is the truth.
                 if await self._finished(run):

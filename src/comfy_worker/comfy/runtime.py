@@ -35,6 +35,7 @@ class ComfyRuntime:
         self._catalogue: dict[str, Any] | None = None
         self._catalogue_generation = -1
         self._catalogue_lock = threading.Lock()
+        self._output_classes: set[str] = set()
         self._models: dict[str, list[str]] | None = None
         self._models_at = 0.0
         # Per-job cleanup runs after the result is returned, one at a time, on its own thread.
@@ -157,7 +158,14 @@ class ComfyRuntime:
                 except ComfyUnavailable as exc:
                     raise self.unavailable(f"could not read ComfyUI's node catalogue: {exc}") from exc
                 self._catalogue_generation = generation
+                self._output_classes = {name for name, info in self._catalogue.items()
+                                        if isinstance(info, dict) and info.get("output_node")}
             return self._catalogue
+
+    def output_classes(self) -> set[str]:
+        """Node types that are output nodes, from the same catalogue (computed once per catalogue)."""
+        self.catalogue()
+        return self._output_classes
 
     def model_lists(self) -> dict[str, list[str]]:
         """Files in every model folder, read fresh (files appear on a network volume at any time), from a
