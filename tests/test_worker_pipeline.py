@@ -136,3 +136,14 @@ def test_invalid_input_never_reaches_comfyui(worker):
     assert err["details"]["errors"][0]["field"] == "images[0].image"
     err = error_of(run(runtime, settings, {"workflow": {"1": {"inputs": {}}}}))
     assert err["code"] == "INVALID_WORKFLOW" and "class_type" in err["message"]
+
+
+def test_dry_run_reports_problems_instead_of_failing(worker):
+    runtime, settings, _ = worker
+    wf = empty_image_workflow(width=100000)
+    wf["9"] = {"class_type": "NoSuchNodeAnywhere", "inputs": {}}
+    result = run(runtime, settings, {"workflow": wf, "execution_config": {"dry_run": True}})
+    assert result["dry_run"] is True and result["preflight"]["ok"] is False
+    kinds = {(p["node_id"], p["type"]) for p in result["preflight"]["problems"]}
+    assert {("9", "missing_node_type"), ("1", "value_bigger_than_max")} <= kinds
+    assert result["workflow"]["1"]["inputs"]["width"] == 100000

@@ -72,3 +72,26 @@ def test_conversion_equals_the_web_apps(path: Path) -> None:
         if FRONTEND_TITLES.get(expected["class_type"]) == title:
             title = OBJECT_INFO[expected["class_type"]]["display_name"]
         assert got["_meta"]["title"] == title, node_id
+
+
+def test_dry_run_through_the_worker_returns_the_web_apps_graph(tmp_path) -> None:
+    """A user's check before paying for a run: send the UI workflow with dry_run and get back exactly the
+    graph the web app would have queued (through the whole job path, against the emulator)."""
+    from tests.workerkit import boot_runtime, run
+
+    with_subgraphs = [p for p in RECORDED if "subgraph" in _features(_load(p)[1])][:2]
+    plain = [p for p in RECORDED if "subgraph" not in _features(_load(p)[1])][:1]
+    runtime, settings = boot_runtime(tmp_path)
+    try:
+        for path in with_subgraphs + plain:
+            fixture, ui = _load(path)
+            result = run(runtime, settings, {"workflow": ui, "execution_config": {"dry_run": True}})
+            assert result.get("dry_run") is True, result
+            graph = result["workflow"]
+            assert sorted(graph) == sorted(fixture["output"]), path.stem
+            for node_id, expected in fixture["output"].items():
+                assert graph[node_id]["class_type"] == expected["class_type"]
+                assert graph[node_id]["inputs"] == expected["inputs"], f"{path.stem} node {node_id}"
+            assert "preflight" in result and runtime.client.queue() == {"queue_running": [], "queue_pending": []}
+    finally:
+        runtime.shutdown()

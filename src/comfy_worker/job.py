@@ -278,7 +278,9 @@ class Job:
                 randomize=request.execution_config.randomize_seeds,
                 output_nodes=request.execution_config.output_nodes, models=self.runtime.model_lists(),
                 policy=Policy.from_settings(self.settings), input_files=self.runtime.input_files(),
-                staged_files=image_names)
+                staged_files=image_names,
+                # A dry run's answer is the report itself, problems included; nothing is raised for them.
+                check=not request.execution_config.dry_run)
             if isinstance(request.inputs, list):
                 if len(request.inputs) > self.settings.max_batch_size:
                     raise WorkerError(ErrorCode.INVALID_INPUT, f"inputs: at most {self.settings.max_batch_size} "
@@ -290,7 +292,8 @@ class Job:
         try:
             return attempt()
         except WorkerError as err:
-            if err.code is not ErrorCode.MISSING_MODELS or not self._fetch_on_demand(err):
+            if (err.code is not ErrorCode.MISSING_MODELS or request.execution_config.dry_run
+                    or not self._fetch_on_demand(err)):
                 raise
         return attempt()
 
