@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
-from comfy_worker.workflow import preflight
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from comfy_worker.workflow import preflight  # noqa: E402
 
 log = logging.getLogger("bench_preflight")
-ROOT = Path(__file__).resolve().parents[1]
 TARGET_MS = 50.0
 
 
