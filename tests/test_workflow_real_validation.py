@@ -14,7 +14,6 @@ import copy
 import json
 import os
 import random
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,21 +33,13 @@ DRIFT = json.loads((FIXTURES / "workflow" / "template_version_drift.json").read_
 
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from tests.contract.conftest import _start_real
+    from tests.contract.conftest import real_comfyui
 
-    proc, server = _start_real(tmp_path_factory.mktemp("comfy-real-validation"))
-    try:
+    with real_comfyui(tmp_path_factory.mktemp("comfy-real-validation")) as server:
         object_info = requests.get(server.url + "/object_info", timeout=60).json()
         folders = requests.get(server.url + "/models", timeout=10).json()
         models = {f: requests.get(f"{server.url}/models/{f}", timeout=10).json() for f in folders}
         yield {"url": server.url, "object_info": object_info, "models": models}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _submit(url: str, graph: dict[str, Any]) -> tuple[bool, dict[str, Any]]:

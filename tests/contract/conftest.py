@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -62,6 +63,26 @@ def _start_real(tmp: Path) -> tuple[subprocess.Popen[bytes], ComfyServer]:
     raise RuntimeError("ComfyUI did not become ready")
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """Terminate, then kill if it does not exit in time."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def real_comfyui(tmp: Path) -> Iterator[ComfyServer]:
+    """A real ComfyUI (COMFYUI_DIR, COMFYUI_PYTHON) on a free port with its folders in `tmp`, stopped after."""
+    proc, server = _start_real(tmp)
+    try:
+        yield server
+    finally:
+        stop_process(proc)
+
+
 _PARAMS = [pytest.param("emulator", id="emulator")]
 if os.environ.get("COMFYUI_DIR"):
     _PARAMS.append(pytest.param("real", id="real", marks=pytest.mark.real_comfyui))
@@ -76,14 +97,6 @@ def comfy_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         yield ComfyServer(handle.url, handle.input_dir, handle.output_dir, handle)
         handle.stop()
         return
-    proc, server = _start_real(tmp)
-    try:
+    with real_comfyui(tmp) as server:
         yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
