@@ -65,6 +65,7 @@ def main() -> None:
             return entry
 
         runtime.client.history = recording_history  # type: ignore[method-assign]
+        runtime.events.history_fetcher = recording_history
         stages: dict[str, list[float]] = {}
         color = 0x102030
 

@@ -28,6 +28,7 @@ class ComfyRuntime:
         self.client = ComfyClient(settings.base_url, settings.http_timeout)
         self.process = ComfyProcess(settings) if settings.manages_process else None
         self.events = EventStream(self.client.ws_url, reconnect_max=settings.ws_reconnect_max)
+        self.events.history_fetcher = self.client.history
         self.boot_error: str | None = None
         self.boot_seconds: float | None = None
         self._boot_started = time.monotonic()
@@ -181,6 +182,12 @@ class ComfyRuntime:
             raise self.unavailable(f"could not list ComfyUI's model folders: {exc}") from exc
         self._models, self._models_at = lists, now
         return lists
+
+    def lists_cached(self) -> bool:
+        """Whether the catalogue and fresh model lists are in memory (a pre-flight then needs no I/O)."""
+        generation = self.process.generation if self.process else 0
+        return (self._catalogue is not None and generation == self._catalogue_generation
+                and self._models is not None and time.monotonic() - self._models_at < 5.0)
 
     def forget_model_lists(self) -> None:
         self._models = None
