@@ -147,3 +147,25 @@ def test_dry_run_reports_problems_instead_of_failing(worker):
     kinds = {(p["node_id"], p["type"]) for p in result["preflight"]["problems"]}
     assert {("9", "missing_node_type"), ("1", "value_bigger_than_max")} <= kinds
     assert result["workflow"]["1"]["inputs"]["width"] == 100000
+
+
+def test_three_problems_one_error_and_nothing_reaches_comfyui(worker):
+    runtime, settings, tmp = worker
+    uploads: list = []
+    original_upload, original_queue = runtime.client.upload_image, runtime.client.queue_prompt
+    runtime.client.upload_image = lambda *a, **k: uploads.append(a) or original_upload(*a, **k)
+    runtime.client.queue_prompt = lambda *a, **k: uploads.append("prompt") or original_queue(*a, **k)
+    try:
+        wf = invert_workflow()
+        wf["2"]["inputs"]["image"] = ["99", 0]                 # a link to a node that does not exist
+        wf["6"] = {"class_type": "SaveImageNowhere", "inputs": {"images": ["1", 0]}}  # an unknown node type
+        wf["4"] = {"class_type": "EmptyImage", "inputs": {"width": 0, "height": 8, "batch_size": 1, "color": 0}}
+        wf["5"] = {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "x"}}  # width 0
+        err = error_of(run(runtime, settings, {"workflow": wf, "images": [{"name": "in.png", "image": png_b64()}]}))
+    finally:
+        runtime.client.upload_image, runtime.client.queue_prompt = original_upload, original_queue
+    assert err["code"] == "INVALID_WORKFLOW"
+    found = {(p["node_id"], p["type"]) for p in err["details"]["problems"]}
+    assert ("6", "missing_node_type") in found and ("4", "value_smaller_than_min") in found
+    assert any(node == "2" for node, _ in found), found
+    assert uploads == [], "nothing may be uploaded or queued before the graph is valid"
