@@ -31,7 +31,7 @@ from typing import Any
 
 from PIL import Image
 
-from benchmarks.common import color_workflow, output_matches, pixel_of_png, proc_stats, same_pixel, target_name
+from benchmarks.common import color_workflow, output_matches, pixel_of_png, proc_stats, target_name
 from comfy_worker.job import run_job
 from tests.workerkit import boot_runtime, real_comfyui
 

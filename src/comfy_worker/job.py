@@ -8,7 +8,6 @@ import copy
 import logging
 import re
 import shutil
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,19 +16,19 @@ from typing import Any
 
 from .comfy.client import ComfyUnavailable, PromptRejected
 from .comfy.events import COMFY_EXITED, RECONNECTED, Event
+from .comfy.failures import history_error, node_label, rejected_error
 from .comfy.runtime import ComfyRuntime
 from .delivery import DeliveryContext, deliver_outputs
 from .delivery.s3 import s3_target
 from .errors import ErrorCode, WorkerError
+from .image.volume import model_download_root
 from .media.outputs import Collected, FileRef, collect_outputs, local_path
 from .media.staging import MediaRequest, check_images, fetch_media, rewrite_references, upload_files
+from .models.download import DownloadError, ensure_models, options_from_settings
+from .models.manifest import FetchWhen, load_manifest
 from .progress import BatchProgress, ProgressTracker, Sender
 from .schema import JobInput, JobResult, parse_job_input
 from .settings import Settings
-from .image.volume import model_download_root
-from .models.download import DownloadError, ensure_models, options_from_settings
-from .models.manifest import FetchWhen, load_manifest
-from .comfy.failures import history_error, node_label, rejected_error
 from .workflow import Policy, ResolvedWorkflow, expand_batch, is_ui_workflow, resolve_workflow, set_media_name
 
 log = logging.getLogger("comfy_worker.job")
@@ -38,6 +37,8 @@ log = logging.getLogger("comfy_worker.job")
 # key, so output nodes re-run for every job while everything upstream stays cached.
 JOB_MARKER_INPUT = "_worker_job"
 JOBS_SUBFOLDER = "worker-jobs"
+# Graphs up to this many nodes are checked on the event loop when no I/O is needed (200 nodes: ~2 ms).
+INLINE_PREFLIGHT_NODES = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -87,10 +88,6 @@ class PromptRun:
     @property
     def subfolder(self) -> str:
         return f"{JOBS_SUBFOLDER}/{self.token}"
-
-
-# Graphs up to this many nodes are checked on the event loop when no I/O is needed (200 nodes: ~2 ms).
-INLINE_PREFLIGHT_NODES = 64
 
 
 def _graph_size(workflow: dict[str, Any]) -> int:

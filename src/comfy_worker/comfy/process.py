@@ -139,14 +139,20 @@ class ComfyProcess:
         return self._ready.wait(timeout) and self.is_alive()
 
     def kill(self) -> None:
-        """Kill the running ComfyUI now (it is stuck); the supervisor restarts it."""
+        """Kill the running ComfyUI now (it is stuck); the supervisor restarts it. Returns once it is gone,
+        so nobody takes the dying process for a ready one."""
         proc = self._proc
         if proc is not None and proc.poll() is None:
             log.warning("killing ComfyUI (pid %s)", proc.pid)
+            self._ready.clear()
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                log.error("ComfyUI (pid %s) did not exit after SIGKILL", proc.pid)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping = True

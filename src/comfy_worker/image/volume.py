@@ -18,7 +18,6 @@ Legacy sub-folders ComfyUI itself searches (``models/unet`` for ``diffusion_mode
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import subprocess
 import sys
