@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -226,18 +227,9 @@ class _Converter:
                     continue
                 value = values[0]
                 for output in node.get("outputs") or []:
-                    for link_id in output.get("links") or []:
-                        link = graph.links.get(str(link_id))
-                        if link is None:
-                            continue
-                        target = graph.nodes.get(link.target_id)
-                        if target is None:
-                            continue
-                        inputs = target.get("inputs") or []
-                        if link.target_slot >= len(inputs):
-                            continue
-                        widget = inputs[link.target_slot].get("widget") or {}
-                        name = widget.get("name") or inputs[link.target_slot].get("name")
+                    for link, _target, target_input in _link_targets(graph, output.get("links")):
+                        widget = target_input.get("widget") or {}
+                        name = widget.get("name") or target_input.get("name")
                         if name:
                             self.primitive_values.setdefault((id(graph), link.target_id), {})[name] = value
 
@@ -375,17 +367,7 @@ class _Converter:
         return result
 
     def _interior_widget(self, graph: _Graph, sg_input: dict[str, Any]) -> tuple[dict[str, Any], str, bool] | None:
-        for link_id in sg_input.get("linkIds") or []:
-            link = graph.links.get(str(link_id))
-            if link is None:
-                continue
-            node = graph.nodes.get(link.target_id)
-            if node is None:
-                continue
-            inputs = node.get("inputs") or []
-            if link.target_slot >= len(inputs):
-                continue
-            target_input = inputs[link.target_slot]
+        for _link, node, target_input in _link_targets(graph, sg_input.get("linkIds")):
             widget = target_input.get("widget")
             node_type = str(node.get("type"))
             if widget and node_type in self.subgraphs:
@@ -516,6 +498,16 @@ def convert_ui_workflow(ui: dict[str, Any], object_info: dict[str, Any], *,
 
 # ------------------------------------------------------------------------------------------------
 # Helpers
+
+
+def _link_targets(graph: _Graph, link_ids: Any) -> Iterator[tuple[_Link, dict[str, Any], dict[str, Any]]]:
+    """The (link, target node, target input) of each link id that leads to an existing input slot."""
+    for link_id in link_ids or []:
+        link = graph.links.get(str(link_id))
+        node = graph.nodes.get(link.target_id) if link is not None else None
+        inputs = (node.get("inputs") or []) if node is not None else []
+        if link is not None and node is not None and link.target_slot < len(inputs):
+            yield link, node, inputs[link.target_slot]
 
 
 def _execution_order(graph: _Graph) -> list[dict[str, Any]]:
