@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from tests.emulator import EmulatorHandle, start_emulator
+from tests.processes import stop_process
 
 
 @dataclass
@@ -61,16 +62,6 @@ def _start_real(tmp: Path) -> tuple[subprocess.Popen[bytes], ComfyServer]:
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError("ComfyUI did not become ready")
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    """Terminate, then kill if it does not exit in time."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @contextlib.contextmanager

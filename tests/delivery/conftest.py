@@ -17,6 +17,7 @@ import pytest
 from botocore.config import Config
 
 from comfy_worker.settings import Settings
+from tests.processes import stop_process
 
 ACCESS_KEY = "worker-test-access"
 SECRET_KEY = "worker-test-secret-0123456789"
@@ -117,12 +118,7 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
                 time.sleep(0.2)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 
