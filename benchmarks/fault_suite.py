@@ -300,10 +300,11 @@ def _png_b64(rgb: tuple[int, int, int]) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def run_suite(tmp: Path, kinds: list[str], runs: int, job_timeout: float = 20.0, seed: int = 1
-              ) -> tuple[dict[str, Tally], dict[str, int]]:
-    """Run every kind `runs` times (interleaved); returns the tallies and the files left in ComfyUI's folders."""
-    real = real_comfyui() is not None
+def run_suite(tmp: Path, kinds: list[str], runs: int, job_timeout: float = 20.0, seed: int = 1,
+              real: bool | None = None) -> tuple[dict[str, Tally], dict[str, int]]:
+    """Run every kind `runs` times (interleaved); returns the tallies and the files left in ComfyUI's folders.
+    `real`: against the ComfyUI of COMFYUI_DIR (default: when it is set) or the emulator."""
+    real = real_comfyui() is not None if real is None else real
     # The worker's own stall watchdog must fire well inside the suite's outer timeout, which counts hangs.
     runtime, settings = boot_runtime(tmp, real=real, LOG_LEVEL="ERROR", COMFY_HISTORY_POLL_INTERVAL="1",
                                      COMFYUI_RESTART_BACKOFF_MAX="1", STALL_TIMEOUT=str(max(2.0, job_timeout / 4)),

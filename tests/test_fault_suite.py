@@ -12,7 +12,8 @@ pytestmark = pytest.mark.slow
 
 def test_every_fault_ends_each_job_rightly_and_leaves_nothing(tmp_path):
     kinds = [k for k in EMULATOR_KINDS if k != "hang"]
-    tallies, left = run_suite(tmp_path, kinds, runs=1, job_timeout=20)
+    # The emulator injects these faults; a real ComfyUI (COMFYUI_DIR) cannot be told to.
+    tallies, left = run_suite(tmp_path, kinds, runs=1, job_timeout=20, real=False)
     summary = "\n".join(table(tallies) + [w for t in tallies.values() for w in t.wrong])
     assert set(tallies) == set(kinds)
     for kind, tally in tallies.items():
@@ -22,7 +23,7 @@ def test_every_fault_ends_each_job_rightly_and_leaves_nothing(tmp_path):
 
 
 def test_hung_comfyui_ends_the_job_with_timeout(tmp_path):
-    tallies, left = run_suite(tmp_path, ["hang"], runs=1, job_timeout=8)
+    tallies, left = run_suite(tmp_path, ["hang"], runs=1, job_timeout=8, real=False)
     assert tallies["hang"].hangs == 0, "\n".join(table(tallies))
     assert tallies["hang"].right == 1
     assert left == {"input": 0, "output": 0, "temp": 0}
