@@ -3,10 +3,12 @@ outcome, none may hang, and no output may be lost or reach the wrong job.
 
 Kinds (emulator): kill (ComfyUI SIGKILLed mid-job), ws_drop (websocket closed after a random number of
 frames), lost_final (completion messages never sent), hang (a node stalls; each job has an outer timeout
-and a hit counts as a hang), oom, node_error, upload_fail (ComfyUI's /upload/image answers 500), cancel
-(the job's task cancelled at a random moment), and pair_* (two concurrent jobs, the fault in one of them).
-With COMFYUI_DIR (a real ComfyUI) the kinds that need no emulator hooks run: kill, ws_drop (the worker's
-socket closed at a random moment), cancel, pair_cancel.
+and a hit counts as a hang), oom, node_error, upload_fail (ComfyUI's /upload/image answers 500),
+storage_fail (outputs delivered to an S3 endpoint that refuses connections), timeout (the job's own
+execution_config.timeout at a random moment), cancel (the job's task cancelled at a random moment), and
+pair_* (two concurrent jobs, the fault in one of them). With COMFYUI_DIR (a real ComfyUI) the kinds that need
+no emulator hooks run: kill, ws_drop (the worker's socket closed at a random moment), timeout, storage_fail,
+cancel, pair_cancel.
 
 Every job's image is a color unique to it, so an output is checked to be its own job's (inverted) color.
 
@@ -31,6 +33,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import tempfile
 import time
 from collections import Counter
@@ -51,9 +54,9 @@ from tests.workerkit import boot_runtime, real_comfyui
 log = logging.getLogger("fault_suite")
 
 OK, CANCELLED, HANG = "ok", "cancelled", "hang"
-EMULATOR_KINDS = ["kill", "ws_drop", "lost_final", "hang", "oom", "node_error", "upload_fail", "cancel",
-                  "pair_error", "pair_cancel", "pair_ws_drop", "pair_kill"]
-REAL_KINDS = ["kill", "ws_drop", "cancel", "pair_cancel"]
+EMULATOR_KINDS = ["kill", "ws_drop", "lost_final", "hang", "oom", "node_error", "upload_fail", "storage_fail",
+                  "timeout", "cancel", "pair_error", "pair_cancel", "pair_ws_drop", "pair_kill"]
+REAL_KINDS = ["kill", "ws_drop", "timeout", "storage_fail", "cancel", "pair_cancel"]
 NODE_DELAY = 0.2  # emulator: seconds per node, so a job runs long enough to be hit mid-way
 
 
@@ -108,13 +111,14 @@ class FaultSuite:
         return {rename[k]: {**v, "inputs": {n: ([rename[x[0]], x[1]] if isinstance(x, list) else x)
                                             for n, x in v["inputs"].items()}} for k, v in graph.items()}
 
-    async def job(self, color: int, *, ids: str = "", images: list[dict[str, str]] | None = None
+    async def job(self, color: int, *, ids: str = "", images: list[dict[str, str]] | None = None,
+                  extra: dict[str, Any] | None = None, job_fields: dict[str, Any] | None = None
                   ) -> asyncio.Task[dict[str, Any]]:
-        job_input: dict[str, Any] = {"workflow": self.workflow(color, ids)}
+        job_input: dict[str, Any] = {"workflow": self.workflow(color, ids), **(extra or {})}
         if images:
             job_input["images"] = images
-        return asyncio.create_task(run_job({"id": f"fault-{color:06x}", "input": job_input}, self.runtime,
-                                           self.settings, lambda p: None))
+        job = {"id": f"fault-{color:06x}", "input": job_input, **(job_fields or {})}
+        return asyncio.create_task(run_job(job, self.runtime, self.settings, lambda p: None))
 
     async def outcome(self, task: asyncio.Task[dict[str, Any]]) -> Outcome:
         try:
@@ -207,13 +211,14 @@ class FaultSuite:
     # --- the kinds ------------------------------------------------------------------------------
     async def single(self, kind: str, allowed: set[str], before: Callable[[], None] | None = None,
                      during: Callable[[asyncio.Task[dict[str, Any]]], Awaitable[None]] | None = None,
-                     images: bool = False) -> None:
+                     images: bool = False, extra: dict[str, Any] | None = None,
+                     job_fields: dict[str, Any] | None = None) -> None:
         await self.ready()
         if before:
             before()
         color = self.new_color()
         upload = [{"name": "in.png", "image": _png_b64((1, 2, 3))}] if images else None
-        task = await self.job(color, images=upload)
+        task = await self.job(color, images=upload, extra=extra, job_fields=job_fields)
         if during:
             await during(task)
         outcome = await self.outcome(task)
@@ -251,6 +256,16 @@ class FaultSuite:
         elif kind == "upload_fail":
             await self.single(kind, {"COMFYUI_UNAVAILABLE"}, before=lambda: self.set_faults(fail_upload=True),
                               images=True)
+        elif kind == "timeout":
+            # The job's own deadline at a random moment of its run: it ends in time or as TIMEOUT.
+            await self.single(kind, {OK, "TIMEOUT"},
+                              extra={"execution_config": {"timeout": round(self.rng.uniform(0.05, 0.8), 3)}})
+        elif kind == "storage_fail":
+            # Delivery to an S3 endpoint that refuses connections: retried, then UPLOAD_FAILED, nothing delivered.
+            await self.single(kind, {"UPLOAD_FAILED"}, extra={"output_config": {"storage": {"provider": "s3"}}},
+                              job_fields={"s3Config": {"accessId": "fault-suite", "accessSecret": "not-used-xyz",
+                                                       "bucketName": "outputs",
+                                                       "endpointUrl": f"http://127.0.0.1:{_closed_port()}"}})
         elif kind == "cancel":
             async def cancel(task: asyncio.Task[dict[str, Any]]) -> None:
                 await asyncio.sleep(self.moment())
@@ -294,6 +309,13 @@ class FaultSuite:
         self.record(kind, b, out_b, allowed_b)
 
 
+def _closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _png_b64(rgb: tuple[int, int, int]) -> str:
     buf = io.BytesIO()
     Image.new("RGB", (16, 16), rgb).save(buf, "PNG")
@@ -308,7 +330,7 @@ def run_suite(tmp: Path, kinds: list[str], runs: int, job_timeout: float = 20.0,
     # The worker's own stall watchdog must fire well inside the suite's outer timeout, which counts hangs.
     runtime, settings = boot_runtime(tmp, real=real, LOG_LEVEL="ERROR", COMFY_HISTORY_POLL_INTERVAL="1",
                                      COMFYUI_RESTART_BACKOFF_MAX="1", STALL_TIMEOUT=str(max(2.0, job_timeout / 4)),
-                                     INTERRUPT_GRACE="2")
+                                     INTERRUPT_GRACE="2", ALLOW_PRIVATE_URLS="true", ALLOW_HTTP_URLS="true")
     if runtime.boot_error:
         raise RuntimeError(f"ComfyUI did not start: {runtime.boot_error}")
     suite = FaultSuite(runtime, settings, real=real, job_timeout=job_timeout, seed=seed)
