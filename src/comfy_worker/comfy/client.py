@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import requests
+import requests.adapters
 
 log = logging.getLogger("comfy_worker.comfy.client")
 
@@ -30,6 +31,10 @@ class ComfyClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
+        # Jobs, cleanup and model listing call ComfyUI from several threads at once: keep a connection each.
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
 
     @property
     def ws_url(self) -> str:
