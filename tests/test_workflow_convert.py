@@ -229,3 +229,18 @@ def test_api_format_passes_through() -> None:
     api = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8}}}
     assert not is_ui_workflow(api)
     assert to_api_workflow(api, OBJECT_INFO) == api
+
+
+def test_dynamic_prompt_choices_escapes_and_comments():
+    import random
+
+    from comfy_worker.workflow.convert import dynamic_prompt
+
+    rng = random.Random(3)
+    assert dynamic_prompt("a {red|red} fox", rng) == "a red fox"
+    assert dynamic_prompt("{x|{y|y}}", rng) in {"x", "y"}
+    assert dynamic_prompt(r"literal \{a|b\} and a|b}", rng) == "literal {a|b} and a|b}"
+    assert dynamic_prompt("keep /* gone */this // and not this", rng) == "keep this "
+    assert dynamic_prompt("open {a|b", rng) == "open {a|b"
+    seen = {dynamic_prompt("{cat|dog}", rng) for _ in range(50)}
+    assert seen == {"cat", "dog"}

@@ -726,23 +726,8 @@ def dynamic_prompt(text: str, rng: random.Random) -> str:
     text = re.sub(r"/\*[\s\S]*?\*/|//.*", "", text)
     pos = 0
 
-    def parse() -> str:
-        nonlocal pos
-        current = ""
-        while pos < len(text):
-            ch = text[pos]
-            pos += 1
-            if ch == "\\":
-                if pos < len(text):
-                    current += text[pos]
-                    pos += 1
-            elif ch == "{":
-                current += parse_choice()
-            else:
-                current += ch
-        return current
-
-    def parse_choice() -> str:
+    def parse(in_choice: bool) -> str:
+        """Text up to the end (top level), or one `{...}` choice; `|` and `}` only mean something inside one."""
         nonlocal pos
         options: list[str] = []
         current = ""
@@ -754,19 +739,18 @@ def dynamic_prompt(text: str, rng: random.Random) -> str:
                     current += text[pos]
                     pos += 1
             elif ch == "{":
-                current += parse_choice()
-            elif ch == "|":
+                current += parse(True)
+            elif in_choice and ch == "|":
                 options.append(current)
                 current = ""
-            elif ch == "}":
-                options.append(current)
-                return rng.choice(options)
+            elif in_choice and ch == "}":
+                return rng.choice([*options, current])
             else:
                 current += ch
-        options.append(current)
-        return "{" + "|".join(options)
+        # An unclosed choice stays as written.
+        return "{" + "|".join([*options, current]) if in_choice else current
 
-    return parse()
+    return parse(False)
 
 
 def _format_date(fmt: str, now: datetime) -> str:
