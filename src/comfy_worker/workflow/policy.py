@@ -131,18 +131,14 @@ def _limits(node_id: str, class_type: Any, inputs: dict[str, Any], policy: Polic
                                        f"node {node_id} ({class_type}): {int(width)}x{int(height)}"
                                        f"x{int(batch * frames)} = {pixels} pixels; the limit is {policy.max_pixels}",
                                        extra={"pixels": pixels}))
-    if policy.max_steps is not None:
-        for key in _STEP_KEYS:
-            steps = _number(inputs.get(key))
-            if steps is not None and steps > policy.max_steps:
-                found.append(Violation(node_id, class_type, "MAX_STEPS",
-                                       f"node {node_id} ({class_type}): {key}={int(steps)}; the limit is "
-                                       f"{policy.max_steps}", key, inputs.get(key)))
-    if policy.max_frames is not None:
-        for key in _FRAME_KEYS:
-            frames = _number(inputs.get(key))
-            if frames is not None and frames > policy.max_frames:
-                found.append(Violation(node_id, class_type, "MAX_FRAMES",
-                                       f"node {node_id} ({class_type}): {key}={int(frames)}; the limit is "
-                                       f"{policy.max_frames}", key, inputs.get(key)))
+    for rule, limit, keys in (("MAX_STEPS", policy.max_steps, _STEP_KEYS),
+                              ("MAX_FRAMES", policy.max_frames, _FRAME_KEYS)):
+        if limit is None:
+            continue
+        for key in keys:
+            value = _number(inputs.get(key))
+            if value is not None and value > limit:
+                found.append(Violation(node_id, class_type, rule,
+                                       f"node {node_id} ({class_type}): {key}={int(value)}; the limit is {limit}",
+                                       key, inputs.get(key)))
     return found
