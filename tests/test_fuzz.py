@@ -27,9 +27,9 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
 from comfy_worker.errors import ErrorCode, WorkerError
-from comfy_worker.job import Job, check_api_format
+from comfy_worker.job import Job
 from comfy_worker.schema import parse_job_input
-from comfy_worker.workflow import is_ui_workflow, resolve_workflow
+from comfy_worker.workflow import resolve_workflow
 
 from .workerkit import boot_runtime, empty_image_workflow, error_of, run
 
@@ -191,8 +191,6 @@ def test_parse_job_input_accepts_or_names_the_problem(raw):
 
 def resolve_like_the_pipeline(workflow: Any, inputs: Any = None, randomize: bool = False) -> None:
     """What Job._resolve does with a parsed request (the catalogue and model lists come from fixtures)."""
-    if not is_ui_workflow(workflow):
-        check_api_format(workflow)
     resolve_workflow(workflow, OBJECT_INFO, inputs=inputs, randomize=randomize,
                      models={"checkpoints": ["tiny-sd15.safetensors"]}, input_files=["in.png"], staged_files=[])
 

@@ -29,7 +29,7 @@ from .models.manifest import FetchWhen, load_manifest
 from .progress import BatchProgress, ProgressTracker, Sender
 from .schema import JobInput, JobResult, parse_job_input
 from .settings import Settings
-from .workflow import Policy, ResolvedWorkflow, expand_batch, is_ui_workflow, resolve_workflow, set_media_name
+from .workflow import Policy, ResolvedWorkflow, expand_batch, resolve_workflow, set_media_name
 
 log = logging.getLogger("comfy_worker.job")
 
@@ -103,24 +103,6 @@ def new_token(job_id: str) -> str:
 # Graph preparation
 
 
-def check_api_format(workflow: dict[str, Any]) -> None:
-    """The minimal shape of an API-format graph, so malformed nodes get a clear error, not a ComfyUI 500."""
-    problems = []
-    for node_id, node in workflow.items():
-        if not isinstance(node, dict):
-            problems.append({"node_id": node_id, "problem": "node is not an object"})
-        elif not isinstance(node.get("class_type"), str) or not node["class_type"]:
-            problems.append({"node_id": node_id, "problem": "node has no class_type"})
-        elif not isinstance(node.get("inputs", {}), dict):
-            problems.append({"node_id": node_id, "class_type": node["class_type"],
-                             "problem": "inputs is not an object"})
-    if problems:
-        first = problems[0]
-        raise WorkerError(ErrorCode.INVALID_WORKFLOW,
-                          f"workflow node {first['node_id']}: {first['problem']} (API format expected)",
-                          {"problems": problems})
-
-
 def mark_outputs(workflow: dict[str, Any], run: PromptRun, output_classes: set[str]) -> None:
     """Make every output of this job unique: files go to the job's own subfolder, and output nodes carry
     the job marker so ComfyUI's cache never replays another job's (possibly deleted) files. Only output
@@ -133,12 +115,6 @@ def mark_outputs(workflow: dict[str, Any], run: PromptRun, output_classes: set[s
         if isinstance(prefix, str):
             inputs["filename_prefix"] = f"{run.subfolder}/{prefix.lstrip('/') or 'ComfyUI'}"
         inputs[JOB_MARKER_INPUT] = run.token
-
-
-def strip_marker(workflow: dict[str, Any]) -> None:
-    for node in workflow.values():
-        if isinstance(node, dict) and isinstance(node.get("inputs"), dict):
-            node["inputs"].pop(JOB_MARKER_INPUT, None)
 
 
 def _dry_item(resolved: ResolvedWorkflow) -> dict[str, Any]:
@@ -281,9 +257,7 @@ class Job:
     def _resolve(self, request: JobInput, image_names: list[str]) -> list[ResolvedWorkflow]:
         """Convert, apply inputs, randomise seeds and pre-flight every graph: before any upload or GPU time."""
         self._catalogue = self.runtime.catalogue()
-        workflow = copy.deepcopy(request.workflow)
-        if not is_ui_workflow(workflow):
-            check_api_format(workflow)
+        workflow = request.workflow  # each attempt below resolves its own copy
 
         def attempt() -> list[ResolvedWorkflow]:
             options: dict[str, Any] = dict(
@@ -398,7 +372,6 @@ class Job:
             answer = self.runtime.client.queue_prompt(run.graph, client_id=events.client_id, prompt_id=run.prompt_id,
                                                       partial_execution_targets=run.resolved.output_nodes)
         except PromptRejected as exc:
-            strip_marker(run.graph)
             raise rejected_error(exc.body, run.graph) from None
         except ComfyUnavailable as exc:
             raise self.runtime.unavailable(f"ComfyUI did not accept the prompt: {exc}") from exc

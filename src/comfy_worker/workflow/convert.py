@@ -51,17 +51,33 @@ def to_api_workflow(workflow: dict[str, Any], object_info: dict[str, Any], *,
     if not isinstance(workflow, dict) or not workflow:
         raise WorkerError(ErrorCode.INVALID_WORKFLOW, "workflow: must be a non-empty object",
                           {"field": "workflow"})
+    check_api_format(workflow)
     out: dict[str, Any] = {}
     for node_id, node in workflow.items():
-        if not isinstance(node, dict):
-            raise WorkerError(ErrorCode.INVALID_WORKFLOW,
-                              f"workflow: node {node_id!r} must be an object with class_type and inputs",
-                              {"node_id": str(node_id)})
         copy = dict(node)
         if isinstance(copy.get("inputs"), dict):
             copy["inputs"] = dict(copy["inputs"])
         out[str(node_id)] = copy
     return out
+
+
+def check_api_format(workflow: dict[str, Any]) -> None:
+    """The minimal shape of an API-format graph, every malformed node named, so it gets a clear error
+    rather than an exception further on or an HTTP 500 from ComfyUI."""
+    problems = []
+    for node_id, node in workflow.items():
+        if not isinstance(node, dict):
+            problems.append({"node_id": str(node_id), "problem": "node is not an object"})
+        elif not isinstance(node.get("class_type"), str) or not node["class_type"]:
+            problems.append({"node_id": str(node_id), "problem": "node has no class_type"})
+        elif not isinstance(node.get("inputs", {}), dict):
+            problems.append({"node_id": str(node_id), "class_type": node["class_type"],
+                             "problem": "inputs is not an object"})
+    if problems:
+        first = problems[0]
+        raise WorkerError(ErrorCode.INVALID_WORKFLOW,
+                          f"workflow node {first['node_id']}: {first['problem']} (API format expected)",
+                          {"problems": problems})
 
 
 def conversion_error(node: dict[str, Any] | None, problem: str, path: tuple[str, ...] = ()) -> WorkerError:
