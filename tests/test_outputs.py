@@ -44,6 +44,7 @@ def test_temp_outputs_only_on_request():
     entry = next(iter(history.values()))
     skipped = collect_outputs(entry["outputs"], include_temp=False, loader=loader_from({}))
     assert skipped.outputs == [] and skipped.skipped_temp == 2
+    assert [r.type for r in skipped.temp_files] == ["temp", "temp"]  # still removed after the job
     kept = collect_outputs(entry["outputs"], include_temp=True, loader=loader_from({}))
     assert [o.ref.type for o in kept.outputs] == ["temp", "temp"]
 

@@ -459,11 +459,7 @@ class Job:
         outputs = run.entry.get("outputs") or {}
         collected = collect_outputs(outputs, include_temp=include_temp, loader=self._read_file)
         # Temp files are removed after the job whether or not they were asked for.
-        for node_outputs in outputs.values():
-            for value in node_outputs.values() if isinstance(node_outputs, dict) else []:
-                for item in value if isinstance(value, list) else []:
-                    if isinstance(item, dict) and item.get("type") == "temp" and "filename" in item:
-                        run.temp_files.append(FileRef(item["filename"], str(item.get("subfolder") or ""), "temp"))
+        run.temp_files.extend(collected.temp_files)
         self.warnings.extend(collected.warnings)
         if not collected.outputs:
             self.warnings.append("the workflow produced no outputs"

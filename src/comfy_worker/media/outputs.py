@@ -127,6 +127,7 @@ class ProducedOutput:
 class Collected:
     outputs: list[ProducedOutput]
     warnings: list[str]
+    temp_files: list[FileRef] = field(default_factory=list)  # every temp file seen, returned or not
     skipped_temp: int = 0
 
 
@@ -140,6 +141,7 @@ def collect_outputs(history_outputs: dict[str, Any], *, include_temp: bool,
     outputs: list[ProducedOutput] = []
     warnings: list[str] = []
     skipped_temp = 0
+    temp_files: list[FileRef] = []
     seen: set[tuple[str, str, str]] = set()
     for node_id in sorted(history_outputs, key=_node_sort_key):
         ui = history_outputs[node_id]
@@ -164,9 +166,11 @@ def collect_outputs(history_outputs: dict[str, Any], *, include_temp: bool,
                     continue
                 ref = FileRef(filename=item["filename"], subfolder=str(item.get("subfolder") or ""),
                               type=str(item.get("type") or "output"))
-                if ref.type == "temp" and not include_temp:
-                    skipped_temp += 1
-                    continue
+                if ref.type == "temp":
+                    temp_files.append(ref)
+                    if not include_temp:
+                        skipped_temp += 1
+                        continue
                 ident = (ref.type, ref.subfolder, ref.filename)
                 if ident in seen:
                     continue
@@ -174,7 +178,7 @@ def collect_outputs(history_outputs: dict[str, Any], *, include_temp: bool,
                 mime = guess_mime(ref.filename)
                 outputs.append(ProducedOutput(node_id=node_id, key=key, kind=kind_for(key, ref.filename, mime),
                                               mime_type=mime, ref=ref, _loader=loader))
-    return Collected(outputs=outputs, warnings=warnings, skipped_temp=skipped_temp)
+    return Collected(outputs=outputs, warnings=warnings, temp_files=temp_files, skipped_temp=skipped_temp)
 
 
 def _node_sort_key(node_id: str) -> tuple[int, ...] | tuple[float, str]:
