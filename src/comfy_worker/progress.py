@@ -48,7 +48,6 @@ class ProgressTracker:
         self.stage = "queued"
         self._last_sent = 0.0
         self._last_key: tuple[Any, ...] | None = None
-        self.sent: list[dict[str, Any]] = []
 
     def class_type(self, node: str | None) -> str | None:
         if node is None:
@@ -106,7 +105,6 @@ class ProgressTracker:
             return
         self._last_key = key
         self._last_sent = now
-        self.sent.append(payload)
         try:
             self.send(payload)
         except Exception:  # progress must never fail a job
