@@ -1,15 +1,25 @@
-"""HTTP calls to ComfyUI's API (protocols.md Part A), each with a timeout and a typed failure."""
+"""HTTP calls to ComfyUI's API (protocols.md Part A), each with a timeout and a typed failure.
+
+Built on urllib3's connection pool rather than requests: every job makes several calls to the local
+ComfyUI, and requests' per-call machinery (environment scan, hooks, cookies) costs twice the CPU of the
+call itself, CPU that on a small machine is taken from ComfyUI while it runs the job."""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
-import requests
-import requests.adapters
+import urllib3
+from urllib3.util.retry import Retry
 
 log = logging.getLogger("comfy_worker.comfy.client")
+
+# Like requests' default: a connection that cannot be opened is not retried, and neither is a request
+# that may have reached ComfyUI (a second POST /prompt would queue the prompt twice).
+_NO_RETRY = Retry(total=0, read=False, redirect=0, raise_on_status=False)
 
 
 class ComfyUnavailable(Exception):
@@ -24,17 +34,28 @@ class PromptRejected(Exception):
         self.body = body
 
 
+@dataclass(frozen=True)
+class Response:
+    status_code: int
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
 class ComfyClient:
     """A thin, typed client of one ComfyUI server."""
 
     def __init__(self, base_url: str, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self.session = requests.Session()
         # Jobs, cleanup and model listing call ComfyUI from several threads at once: keep a connection each.
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        # No proxy from the environment: a proxy set for the worker's downloads must never carry these calls.
+        self.pool = urllib3.PoolManager(num_pools=2, maxsize=32, retries=_NO_RETRY)
 
     @property
     def ws_url(self) -> str:
@@ -42,14 +63,27 @@ class ComfyClient:
         return f"{scheme}://{self.base_url.split('://', 1)[1]}/ws"
 
     # --- plumbing -------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> requests.Response:
+    def _request(self, method: str, path: str, *, timeout: float | None = None, json: Any = None,
+                 body: bytes | None = None, fields: dict[str, Any] | None = None,
+                 params: dict[str, str] | None = None) -> Response:
+        url = self.base_url + path + (f"?{urlencode(params)}" if params else "")
+        headers = {}
+        if json is not None:
+            body = _dumps(json)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        seconds = timeout or self.timeout
+        payload: dict[str, Any] = {"fields": fields} if fields is not None else {"body": body}
         try:
-            resp = self.session.request(method, self.base_url + path, timeout=timeout or self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            raise ComfyUnavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
-        if resp.status_code >= 500:
-            raise ComfyUnavailable(f"{method} {path}: HTTP {resp.status_code}: {resp.text[:300]}")
-        return resp
+            resp = self.pool.request(method, url, headers=headers or None,
+                                     timeout=urllib3.Timeout(connect=seconds, read=seconds), **payload)
+        except urllib3.exceptions.HTTPError as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise ComfyUnavailable(f"{method} {path}: {type(reason).__name__}: {reason}") from exc
+        out = Response(resp.status, resp.data)
+        if out.status_code >= 500:
+            raise ComfyUnavailable(f"{method} {path}: HTTP {out.status_code}: {out.text[:300]}")
+        return out
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         resp = self._request(method, path, **kwargs)
@@ -74,7 +108,7 @@ class ComfyClient:
             body["partial_execution_targets"] = partial_execution_targets
         if extra_data:
             body["extra_data"] = extra_data
-        resp = self._request("POST", "/prompt", data=json.dumps(body), headers={"Content-Type": "application/json"})
+        resp = self._request("POST", "/prompt", json=body)
         if resp.status_code == 400:
             try:
                 payload = resp.json()
@@ -111,10 +145,9 @@ class ComfyClient:
 
     def upload_image(self, name: str, data: bytes, *, subfolder: str = "", overwrite: bool = False,
                      folder_type: str = "input", mime: str = "application/octet-stream") -> dict[str, Any]:
-        files = {"image": (name, data, mime)}
-        form = {"type": folder_type, "subfolder": subfolder, "overwrite": "true" if overwrite else "false"}
-        resp = self._request("POST", "/upload/image", files=files, data=form,
-                             timeout=max(self.timeout, 120))
+        fields = {"image": (name, data, mime), "type": folder_type, "subfolder": subfolder,
+                  "overwrite": "true" if overwrite else "false"}
+        resp = self._request("POST", "/upload/image", fields=fields, timeout=max(self.timeout, 120))
         if resp.status_code != 200:
             raise ComfyUnavailable(f"POST /upload/image: HTTP {resp.status_code}: {resp.text[:300]}")
         return resp.json()
@@ -133,4 +166,8 @@ class ComfyClient:
         return self._json("GET", f"/models/{folder}")
 
     def close(self) -> None:
-        self.session.close()
+        self.pool.clear()
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
