@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .comfy.client import ComfyUnavailable, PromptRejected
-from .comfy.events import COMFY_EXITED, RECONNECTED, Event
+from .comfy.events import COMFY_EXITED, RECONNECTED, Inbox
 from .comfy.failures import history_error, node_label, rejected_error
 from .comfy.runtime import ComfyRuntime
 from .delivery import DeliveryContext, deliver_outputs
@@ -39,6 +39,9 @@ JOB_MARKER_INPUT = "_worker_job"
 JOBS_SUBFOLDER = "worker-jobs"
 # Graphs up to this many nodes are checked on the event loop when no I/O is needed (200 nodes: ~2 ms).
 INLINE_PREFLIGHT_NODES = 64
+# Inline results up to this size are base64-encoded on the event loop (1 MB: ~0.5 ms); a hand-off to a
+# thread costs about as much as the encoding of a typical image.
+INLINE_ON_LOOP_BYTES = 1 << 20
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -234,8 +237,9 @@ class Job:
             result["timings"] = t.total()
             return result
         self.runs = [PromptRun(i, f"{self.token}-{i}" if batch else self.token, r) for i, r in enumerate(resolved)]
-        with t.stage("stage_inputs"):
-            await asyncio.to_thread(self._stage, request)
+        if request.images or any(run.resolved.media for run in self.runs):
+            with t.stage("stage_inputs"):
+                await asyncio.to_thread(self._stage, request)
         classes = self.runtime.output_classes()
         for run in self.runs:
             mark_outputs(run.graph, run, classes)
@@ -247,7 +251,7 @@ class Job:
             with t.stage("collect"):
                 collected = self._collect(run, request)
             with t.stage("deliver"):
-                result = await asyncio.to_thread(self._deliver, [(run, collected)])
+                result = await self._deliver_async([(run, collected)])
         else:
             result = await self._finish_batch(request)
         result["timings"] = t.total()
@@ -335,7 +339,7 @@ class Job:
         """Queue every prompt of the job together (models stay loaded between them) and follow each."""
         loop = asyncio.get_running_loop()
         events = self.runtime.events
-        queues = {run.prompt_id: events.subscribe(run.prompt_id, loop) for run in self.runs}
+        inboxes = {run.prompt_id: events.subscribe(run.prompt_id, loop) for run in self.runs}
         progress = BatchProgress(len(self.runs), self.send_progress)
         try:
             with self.timings.stage("submit"):
@@ -347,7 +351,7 @@ class Job:
                             raise
                         run.error = err
             with self.timings.stage("execute"):
-                followers = [self._follow(run, queues[run.prompt_id],
+                followers = [self._follow(run, inboxes[run.prompt_id],
                                           ProgressTracker(run.graph, run.prompt_id, progress.sender(run.index)))
                              for run in self.runs if run.submitted]
                 outcomes = await asyncio.gather(*followers, return_exceptions=True)
@@ -381,17 +385,14 @@ class Job:
             bad = rejected_error({"node_errors": answer["node_errors"]}, run.graph)
             self.warnings.append(f"some output branches were skipped: {bad.message}")
 
-    async def _follow(self, run: PromptRun, queue: asyncio.Queue[Event], tracker: ProgressTracker) -> None:
+    async def _follow(self, run: PromptRun, inbox: Inbox, tracker: ProgressTracker) -> None:
         poll = self.settings.history_poll_interval
         stall = self.settings.stall_timeout
         terminal_seen = False
         last_news = time.monotonic()
         while True:
-            try:
-                # Events that are already queued need no timer (wait_for creates a task per call).
-                event = queue.get_nowait() if not queue.empty() else await asyncio.wait_for(
-                    queue.get(), timeout=0.5 if terminal_seen else poll)
-            except asyncio.TimeoutError:
+            events = await inbox.next_batch(0.5 if terminal_seen else poll)
+            if not events:
                 # No news: the websocket may have lost the end of the prompt. /history is the truth.
                 if await self._finished(run):
                     return
@@ -406,24 +407,25 @@ class Job:
                                        "comfyui_restarted": restarted})
                 continue
             last_news = time.monotonic()
-            if event.type == COMFY_EXITED:
-                raise self.runtime.unavailable(
-                    f"ComfyUI exited (code {event.data.get('exit_code')}) while running the job; it is being "
-                    "restarted", prompt_id=run.prompt_id)
-            if event.type == RECONNECTED:
-                if await self._finished(run):
-                    return
-                continue
-            tracker.on_event(event)
-            if event.type in {"execution_success", "execution_error", "execution_interrupted"}:
-                terminal_seen = True
-            elif event.type == "executing" and event.data.get("node") is None:
-                if event.data.get("history") is not None:
-                    run.entry, run.finished = event.data["history"], True
-                    return
-                if await self._finished(run, retries=20):
-                    return
-                terminal_seen = True
+            for event in events:
+                if event.type == COMFY_EXITED:
+                    raise self.runtime.unavailable(
+                        f"ComfyUI exited (code {event.data.get('exit_code')}) while running the job; it is being "
+                        "restarted", prompt_id=run.prompt_id)
+                if event.type == RECONNECTED:
+                    if await self._finished(run):
+                        return
+                    continue
+                tracker.on_event(event)
+                if event.type in {"execution_success", "execution_error", "execution_interrupted"}:
+                    terminal_seen = True
+                elif event.type == "executing" and event.data.get("node") is None:
+                    if event.data.get("history") is not None:
+                        run.entry, run.finished = event.data["history"], True
+                        return
+                    if await self._finished(run, retries=20):
+                        return
+                    terminal_seen = True
 
     async def _finished(self, run: PromptRun, retries: int = 1) -> bool:
         """Whether ComfyUI has written the prompt's history entry (it does so once the prompt ends)."""
@@ -481,6 +483,16 @@ class Job:
                               {"missing": missing})
         return collected
 
+    async def _deliver_async(self, collected: list[tuple[PromptRun, Collected]]) -> dict[str, Any]:
+        """Deliver on the event loop when it is only the base64 of a small result, else on a thread."""
+        assert self.request is not None
+        config = self.request.output_config
+        provider = config.storage.provider or self.settings.delivery_provider
+        small = sum(len(item.content()) for _, c in collected for item in c.outputs) <= INLINE_ON_LOOP_BYTES
+        if small and provider in {"inline", "auto"} and config.format == "original":
+            return self._deliver(collected)
+        return await asyncio.to_thread(self._deliver, collected)
+
     def _deliver(self, collected: list[tuple[PromptRun, Collected]]) -> dict[str, Any]:
         """Deliver every output of the job in one go (one size budget, one storage target)."""
         assert self.request is not None
@@ -524,7 +536,7 @@ class Job:
                               {"items": items_failed}, refresh_worker=any(r.error.refresh_worker for r in failed
                                                                            if r.error))
         with self.timings.stage("deliver"):
-            result = await asyncio.to_thread(self._deliver, done)
+            result = await self._deliver_async(done)
         for item in items_failed:
             result["warnings"].append(f"item {item['index']} failed: {item['code']}: {item['message']}")
         result["items"] = [{"index": r.index, "prompt_id": r.prompt_id,

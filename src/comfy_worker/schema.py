@@ -170,7 +170,7 @@ class JobResult(BaseModel):
     prompt_id: str
     outputs: list[OutputEntry]
     images: list[CompatImage]
-    timings: dict[str, float] = Field(description="Seconds spent in each stage.")
+    timings: dict[str, float] = Field(description="Seconds spent in each stage that ran.")
     warnings: list[str] = Field(default_factory=list)
     seeds: dict[str, Any] | None = Field(None, description="Seeds chosen by `randomize_seeds` (node id.input -> "
                                          "value; in a batch, per item index).")
