@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 import logging
 import os
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests" / "delivery"), str(ROOT / "benchmarks")]
+sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(ROOT / "tests" / "delivery"), str(ROOT / "benchmarks")]
 
 import boto3  # noqa: E402
 from wan_proxy import WanProxy  # noqa: E402
@@ -37,6 +38,61 @@ from comfy_worker.media.outputs import FileRef, ProducedOutput  # noqa: E402
 from comfy_worker.schema import OutputConfig, StorageConfig  # noqa: E402
 
 log = logging.getLogger("bench_delivery")
+
+
+@dataclasses.dataclass
+class Usage:
+    """Where the CPU went while one path uploaded: the S3 server's process, this process (the client),
+    and how busy the whole machine was."""
+
+    seconds: float = 0.0
+    server_cpu: float = 0.0
+    client_cpu: float = 0.0
+    machine_cpu: float = 0.0
+
+    def add(self, other: Usage) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def describe(self, rounds: int) -> str:
+        cores = os.cpu_count() or 1
+        return (f"CPU per round: S3 server {self.server_cpu / rounds:.2f} s, client {self.client_cpu / rounds:.2f} s; "
+                f"machine busy {100 * self.machine_cpu / (self.seconds * cores):.0f} % of {cores} cores")
+
+
+def _process_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_cpu() -> float:
+    """CPU seconds all cores have spent busy since boot."""
+    values = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _child_pid(name: str) -> int | None:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                comm, rest = (entry / "stat").read_text().rsplit(")", 1)
+            except OSError:
+                continue
+            if comm.split("(", 1)[1] == name and int(rest.split()[1]) == os.getpid():
+                return int(entry.name)
+    return None
+
+
+def measured(upload: Callable[[], None], server_pid: int | None) -> Usage:
+    def sample() -> tuple[float, float, float, float]:
+        times = os.times()
+        server = _process_cpu(server_pid) if server_pid else 0.0
+        return time.perf_counter(), server, times.user + times.system, _machine_cpu()
+
+    before = sample()
+    upload()
+    after = sample()
+    return Usage(*(b - a for a, b in zip(before, after)))
 
 
 def main() -> None:
@@ -73,41 +129,44 @@ def main() -> None:
         default_client = boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=server.access_key,
                                       aws_secret_access_key=server.secret_key, region_name="us-east-1")
 
-        def run_naive(round_: int, s3: Any = client, tag: str = "naive") -> float:
-            start = time.perf_counter()
-            for i, blob in enumerate(blobs):
-                s3.put_object(Bucket=server.bucket, Key=f"{tag}/{round_}/{i}.mp4", Body=blob, ContentType="video/mp4")
-            return time.perf_counter() - start
+        server_pid = _child_pid("weed")
 
-        def run_ours(round_: int) -> float:
+        def run_naive(round_: int, s3: Any = client, tag: str = "naive") -> Usage:
+            def upload() -> None:
+                for i, blob in enumerate(blobs):
+                    s3.put_object(Bucket=server.bucket, Key=f"{tag}/{round_}/{i}.mp4", Body=blob,
+                                  ContentType="video/mp4")
+            return measured(upload, server_pid)
+
+        def run_ours(round_: int) -> Usage:
             outputs = [ProducedOutput(node_id="1", key="video", kind="video", mime_type="video/mp4",
                                       ref=FileRef(f"out_{i}.mp4", "", "output"), _content=blob)
                        for i, blob in enumerate(blobs)]
             config = OutputConfig(storage=StorageConfig(provider="s3"))
-            start = time.perf_counter()
-            deliver_outputs(DeliveryContext(job_id=f"bench{round_}", prompt_id="bench"), outputs, config, None,
-                            server.settings())
-            return time.perf_counter() - start
+            return measured(lambda: deliver_outputs(DeliveryContext(job_id=f"bench{round_}", prompt_id="bench"),
+                                                    outputs, config, None, server.settings()), server_pid)
 
-        # Alternate the two so that neither profits from a warmer server or page cache.
-        naive_times, default_times, our_times = [], [], []
+        # Alternate the paths so that none profits from a warmer server or page cache.
+        usage = {"naive": Usage(), "default": Usage(), "ours": Usage()}
         for round_ in range(args.rounds):
-            naive_times.append(run_naive(round_))
-            default_times.append(run_naive(round_, default_client, "default"))
-            our_times.append(run_ours(round_))
+            usage["naive"].add(run_naive(round_))
+            usage["default"].add(run_naive(round_, default_client, "default"))
+            usage["ours"].add(run_ours(round_))
             server.empty()
-        naive, ours = sum(naive_times) / len(naive_times), sum(our_times) / len(our_times)
-        default = sum(default_times) / len(default_times)
+        naive, ours = usage["naive"].seconds / args.rounds, usage["ours"].seconds / args.rounds
+        default = usage["default"].seconds / args.rounds
 
         log.info("outputs:              %d x %d MB on a local SeaweedFS (%d CPU cores), mean of %d rounds",
                  args.files, args.mb, os.cpu_count() or 0, args.rounds)
         if args.wan_mbps:
             log.info("link:                 %.0f MB/s upload per connection, %.0f ms round trip (a remote "
                      "storage link, through a local pacing proxy)", args.wan_mbps, args.wan_rtt_ms)
-        log.info("naive put_object, default boto3 client:   %7.2f s  %8.1f MB/s", default, total_mb / default)
-        log.info("naive put_object, checksums when required: %7.2f s  %8.1f MB/s", naive, total_mb / naive)
-        log.info("worker uploader:      %7.2f s  %8.1f MB/s  (sha256 + presigned URLs included)", ours,
-                 total_mb / ours)
+        log.info("naive put_object, default boto3 client:   %7.2f s  %8.1f MB/s   %s", default, total_mb / default,
+                 usage["default"].describe(args.rounds))
+        log.info("naive put_object, checksums when required: %7.2f s  %8.1f MB/s   %s", naive, total_mb / naive,
+                 usage["naive"].describe(args.rounds))
+        log.info("worker uploader:      %7.2f s  %8.1f MB/s  (sha256 + presigned URLs included)   %s", ours,
+                 total_mb / ours, usage["ours"].describe(args.rounds))
         log.info("ratio against the default client (default / ours):          %.2fx", default / ours)
         log.info("ratio against the tuned sequential client (naive / ours):   %.2fx", naive / ours)
     finally:

@@ -1,0 +1,37 @@
+"""The benchmark scripts still run end to end (tiny sizes, emulator): a benchmark that no longer starts is
+found here, not when someone needs its figures. Their timings are not checked here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, *args: str, timeout: float = 240) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in {"COMFYUI_DIR", "COMFYUI_URL"}}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    return output
+
+
+def test_overhead_benchmark_prints_both_medians_and_the_ratio() -> None:
+    output = _run("bench_overhead.py", "--jobs", "2", "--warmup", "1")
+    assert "target: emulator" in output
+    assert "direct client: median" in output and "worker:        median" in output
+    assert "ratio worker/direct = " in output
+
+
+@pytest.mark.slow
+def test_delivery_benchmark_prints_throughputs_cpu_and_ratios() -> None:
+    output = _run("bench_delivery.py", "--files", "2", "--mb", "1", "--rounds", "1")
+    assert output.count("MB/s") >= 3
+    assert "CPU per round: S3 server" in output
+    assert "ratio against the tuned sequential client (naive / ours):" in output
