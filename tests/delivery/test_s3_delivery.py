@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from delivery_helpers import ctx, output, png, text_output
 
 from comfy_worker.delivery import deliver_outputs
-from comfy_worker.delivery.s3 import S3Delivery, make_client, s3_target
+from comfy_worker.delivery.s3 import S3Delivery, build_client, client_for, s3_target
 from comfy_worker.errors import ErrorCode, WorkerError
 from comfy_worker.schema import OutputConfig, StorageConfig
 
@@ -92,19 +92,35 @@ def test_wrong_secret_fails_with_upload_failed_and_nothing_delivered(s3):
     assert s3.keys() == []
 
 
+def _fail_uploads(client, fails):
+    """Make the client's uploads (single requests and multipart) raise `fails(key)` when it returns one."""
+    real_put, real_multipart = client.put_object, client.upload_fileobj
+
+    def put_object(**kwargs):
+        error = fails(kwargs["Key"])
+        if error is not None:
+            raise error
+        return real_put(**kwargs)
+
+    def upload_fileobj(fileobj, bucket, key, **kwargs):
+        error = fails(key)
+        if error is not None:
+            raise error
+        return real_multipart(fileobj, bucket, key, **kwargs)
+
+    client.put_object, client.upload_fileobj = put_object, upload_fileobj
+    return client
+
+
+def _client_error(code, status):
+    return ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       "PutObject")
+
+
 def test_partial_failure_removes_what_was_uploaded(s3):
     def flaky_factory(target, settings):
-        client = make_client(target, settings)
-        real = client.upload_fileobj
-
-        def upload(fileobj, bucket, key, **kwargs):
-            if key.endswith("bad.png"):
-                raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied"},
-                                   "ResponseMetadata": {"HTTPStatusCode": 403}}, "PutObject")
-            return real(fileobj, bucket, key, **kwargs)
-
-        client.upload_fileobj = upload
-        return client
+        return _fail_uploads(build_client(target, settings),
+                             lambda key: _client_error("AccessDenied", 403) if key.endswith("bad.png") else None)
 
     settings = s3.settings(upload_concurrency=1)
     target = s3_target(settings, None, StorageConfig(provider="s3"))
@@ -117,41 +133,32 @@ def test_partial_failure_removes_what_was_uploaded(s3):
     assert s3.keys() == []  # good.png was uploaded, then removed
 
 
-def test_transient_errors_are_retried(s3):
+@pytest.mark.parametrize("size", ["one request", "multipart"])
+def test_transient_errors_are_retried(s3, size):
     calls = {"n": 0}
 
     def flaky_factory(target, settings):
-        client = make_client(target, settings)
-        real = client.upload_fileobj
-
-        def upload(*args, **kwargs):
+        def fails(key):
             calls["n"] += 1
-            if calls["n"] <= 2:
-                raise ClientError({"Error": {"Code": "SlowDown", "Message": "slow down"},
-                                   "ResponseMetadata": {"HTTPStatusCode": 503}}, "PutObject")
-            return real(*args, **kwargs)
+            return _client_error("SlowDown", 503) if calls["n"] <= 2 else None
 
-        client.upload_fileobj = upload
-        return client
+        return _fail_uploads(build_client(target, settings), fails)
 
-    settings = s3.settings(upload_retries=3)
+    threshold = 5 * 1024 * 1024
+    settings = s3.settings(upload_retries=3, upload_multipart_threshold=threshold, upload_part_size=threshold)
+    data = png() if size == "one request" else os.urandom(threshold + 1)
     storage = StorageConfig(provider="s3")
     delivery = S3Delivery(s3_target(settings, None, storage), settings, storage, client_factory=flaky_factory,
                           backoff_base=0.01)
-    entries = delivery.deliver(ctx(), [output("x.png", png())])
+    entries = delivery.deliver(ctx(), [output("x.png", data)])
     assert calls["n"] == 3 and s3.keys() == [entries[0].object_key]
+    stored = s3.client().get_object(Bucket=s3.bucket, Key=entries[0].object_key)["Body"].read()
+    assert stored == data
 
 
 def test_transient_errors_give_up_after_the_configured_tries(s3):
     def always_slow(target, settings):
-        client = make_client(target, settings)
-
-        def upload(*args, **kwargs):
-            raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "busy"},
-                               "ResponseMetadata": {"HTTPStatusCode": 503}}, "PutObject")
-
-        client.upload_fileobj = upload
-        return client
+        return _fail_uploads(build_client(target, settings), lambda key: _client_error("ServiceUnavailable", 503))
 
     settings = s3.settings(upload_retries=2)
     storage = StorageConfig(provider="s3")
@@ -208,3 +215,26 @@ def test_target_repr_and_errors_hide_credentials(s3):
     assert s3.secret_key not in repr(target) and s3.access_key not in repr(target)
     dumped = json.dumps(s3.settings().model_dump(mode="json"))
     assert s3.secret_key not in dumped
+
+
+def test_jobs_share_one_client_per_target_and_credentials(s3):
+    settings = s3.settings()
+    target = s3_target(settings, None, StorageConfig(provider="s3"))
+    assert client_for(target, settings) is client_for(target, settings)
+    other_secret = s3_target(s3.settings(bucket_secret_access_key="another-secret"), None,
+                             StorageConfig(provider="s3"))
+    assert client_for(other_secret, settings) is not client_for(target, settings)
+    # A shared client still sees every job's own bucket, key and content.
+    first = deliver_outputs(ctx("job-a"), [output("a.png", png(8, 8))], _s3_config(), None, settings)
+    second = deliver_outputs(ctx("job-b"), [output("b.png", png(9, 9))], _s3_config(), None, settings)
+    assert s3.keys() == [first.entries[0].object_key, second.entries[0].object_key]
+
+
+def test_kept_clients_are_bounded(s3):
+    from comfy_worker.delivery import s3 as s3_module
+
+    settings = s3.settings()
+    for i in range(s3_module._CLIENTS_KEPT + 5):
+        client_for(s3_target(s3.settings(bucket_access_key_id=f"key-{i}"), None, StorageConfig(provider="s3")),
+                   settings)
+    assert len(s3_module._clients) == s3_module._CLIENTS_KEPT

@@ -12,7 +12,9 @@ import io
 import logging
 import random
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -116,7 +118,8 @@ def _bad(field_name: str, problem: str) -> WorkerError:
                        {"errors": [{"field": field_name, "problem": problem}]})
 
 
-def make_client(target: S3Target, settings: Settings) -> Any:
+def build_client(target: S3Target, settings: Settings) -> Any:
+    """A new S3 client for `target`. Jobs use client_for(), which keeps clients between jobs."""
     config = Config(
         signature_version="s3v4",
         s3={"addressing_style": target.addressing_style},
@@ -128,10 +131,39 @@ def make_client(target: S3Target, settings: Settings) -> Any:
         read_timeout=settings.upload_timeout,
         max_pool_connections=settings.upload_concurrency * settings.upload_part_concurrency + 4,
     )
-    session = boto3.session.Session()
-    return session.client("s3", endpoint_url=target.endpoint_url, region_name=target.region,
-                          aws_access_key_id=target.access_key, aws_secret_access_key=target.secret_key,
-                          config=config)
+    with _clients_lock:  # a boto3 session is not safe to build clients from on several threads at once
+        return _session().client("s3", endpoint_url=target.endpoint_url, region_name=target.region,
+                                 aws_access_key_id=target.access_key, aws_secret_access_key=target.secret_key,
+                                 config=config)
+
+
+# Building an S3 client reads and parses botocore's service model: about 0.1 s of CPU, more than uploading
+# a job's images. Clients are thread-safe, so one per target and settings is kept and shared by jobs.
+_CLIENTS_KEPT = 8
+_clients: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_clients_lock = threading.RLock()
+_boto_session: boto3.session.Session | None = None
+
+
+def _session() -> boto3.session.Session:
+    global _boto_session
+    if _boto_session is None:
+        _boto_session = boto3.session.Session()
+    return _boto_session
+
+
+def client_for(target: S3Target, settings: Settings) -> Any:
+    """The S3 client for `target`, shared with the jobs before and after this one."""
+    key = (target.endpoint_url, target.region, target.addressing_style, target.access_key, target.secret_key,
+           settings.upload_timeout, settings.upload_concurrency, settings.upload_part_concurrency)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = build_client(target, settings)
+            while len(_clients) > _CLIENTS_KEPT:
+                _clients.popitem(last=False)
+        _clients.move_to_end(key)
+        return client
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -167,7 +199,7 @@ class S3Delivery(DeliveryProvider):
     name = "s3"
 
     def __init__(self, target: S3Target, settings: Settings, storage: StorageConfig, *,
-                 client_factory: Callable[[S3Target, Settings], Any] = make_client,
+                 client_factory: Callable[[S3Target, Settings], Any] = client_for,
                  backoff_base: float = 0.5) -> None:
         self.target = target
         self.settings = settings
@@ -237,8 +269,16 @@ class S3Delivery(DeliveryProvider):
         tries = self.settings.upload_retries
         for attempt in range(1, tries + 1):
             try:
-                client.upload_fileobj(io.BytesIO(up.item.content()), self.target.bucket, up.key,
-                                      ExtraArgs={"ContentType": up.item.mime_type.split(";")[0]}, Config=transfer)
+                data = up.item.content()
+                content_type = up.item.mime_type.split(";")[0]
+                if len(data) < transfer.multipart_threshold:
+                    # One request. upload_fileobj would build a transfer manager (thread pool, futures) for
+                    # it, which costs more CPU than the upload of an image; outputs are uploaded in parallel
+                    # one level up anyway.
+                    client.put_object(Bucket=self.target.bucket, Key=up.key, Body=data, ContentType=content_type)
+                else:
+                    client.upload_fileobj(io.BytesIO(data), self.target.bucket, up.key,
+                                          ExtraArgs={"ContentType": content_type}, Config=transfer)
                 return
             except (ClientError, BotoCoreError, ConnectionError, TimeoutError) as exc:
                 if attempt == tries or not is_transient(exc):

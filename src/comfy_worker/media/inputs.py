@@ -143,9 +143,9 @@ def _from_s3(url: str, field: str, settings: Settings, target: Any, limit: int) 
     if target is None:
         raise _fetch_failed(field, f"s3://{bucket}/{key}", "no S3 credentials are configured "
                                                            "(BUCKET_* variables or s3Config)")
-    from ..delivery.s3 import error_reason, make_client  # delivery owns the S3 client settings
+    from ..delivery.s3 import client_for, error_reason  # delivery owns the S3 client settings
 
-    client = make_client(target, settings)
+    client = client_for(target, settings)
     try:
         head = client.head_object(Bucket=bucket, Key=key)
         if int(head.get("ContentLength") or 0) > limit:
