@@ -56,15 +56,16 @@ class WanProxy:
         self._writers.difference_update((writer, up_writer))
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, paced: bool) -> None:
-        started = time.monotonic()
-        sent = 0
+        free_at = time.monotonic()  # when the link has sent everything handed to it so far
         try:
             while data := await reader.read(256 * 1024):
                 if paced:
-                    sent += len(data)
-                    ahead = sent / self.bytes_per_s - (time.monotonic() - started)
-                    if ahead > 0:
-                        await asyncio.sleep(ahead)
+                    # Time a link is idle is not saved up: a connection kept open in a pool between
+                    # uploads gets no burst above the link's bandwidth when it is used again.
+                    now = time.monotonic()
+                    free_at = max(free_at, now) + len(data) / self.bytes_per_s
+                    if free_at > now:
+                        await asyncio.sleep(free_at - now)
                 writer.write(data)
                 await writer.drain()
         finally:
