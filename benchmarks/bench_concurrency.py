@@ -23,12 +23,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "tests" / "delivery")]
 
 from PIL import Image  # noqa: E402
 
+from benchmarks.common import local_seaweedfs  # noqa: E402
 from comfy_worker.job import run_job  # noqa: E402
 from tests.workerkit import boot_runtime  # noqa: E402
 
@@ -90,17 +92,13 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
 
-    import conftest  # the test suite's SeaweedFS launcher (tests/delivery/conftest.py)
+    with local_seaweedfs() as s3, tempfile.TemporaryDirectory(prefix="bench-concurrency-") as tmp:
+        return measure(args, s3, Path(tmp))
 
-    class _Factory:
-        def mktemp(self, name: str) -> Path:
-            return Path(tempfile.mkdtemp(prefix=name))
 
-    weed = conftest.seaweedfs.__wrapped__(_Factory())  # type: ignore[attr-defined]
-    s3 = next(weed)
+def measure(args: argparse.Namespace, s3: Any, tmp: Path) -> int:
     web = slow_server(noisy_png(args.size), args.fetch_delay)
     url = f"http://127.0.0.1:{web.server_port}/in.png"
-    tmp = Path(tempfile.mkdtemp(prefix="bench-concurrency-"))
     runtime, settings = boot_runtime(
         tmp, LOG_LEVEL="WARNING", BUCKET_ENDPOINT_URL=s3.endpoint, BUCKET_ACCESS_KEY_ID=s3.access_key,
         BUCKET_SECRET_ACCESS_KEY=s3.secret_key, BUCKET_NAME=s3.bucket, ALLOW_PRIVATE_URLS="true",
@@ -123,10 +121,6 @@ def main() -> int:
     finally:
         runtime.shutdown()
         web.shutdown()
-        try:
-            next(weed)
-        except StopIteration:
-            pass
     return 0
 
 

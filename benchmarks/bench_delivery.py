@@ -25,7 +25,6 @@ from typing import Any
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import boto3  # noqa: E402
 from wan_proxy import WanProxy  # noqa: E402
 import pytest  # noqa: E402  (the fixtures' pytest.fail is the only use)
 
+from benchmarks.common import local_seaweedfs  # noqa: E402
 from comfy_worker.delivery import DeliveryContext, deliver_outputs  # noqa: E402
 from comfy_worker.media.outputs import FileRef, ProducedOutput  # noqa: E402
 from comfy_worker.schema import OutputConfig, StorageConfig  # noqa: E402
@@ -126,17 +126,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     workloads = [(args.files, args.mb)] if args.files else parse_workloads(args.workloads)
 
-    import conftest  # the test suite's SeaweedFS launcher
-
-    class _Factory:
-        def mktemp(self, name: str) -> Path:
-            return Path(tempfile.mkdtemp(prefix=name))
-
-    server_gen = conftest.seaweedfs.__wrapped__(_Factory())  # type: ignore[attr-defined]
-    server = next(server_gen)
-    server_pid = _child_pid("weed")
-    link = contextlib.ExitStack()
-    try:
+    with local_seaweedfs() as server, contextlib.ExitStack() as link:
+        server_pid = _child_pid("weed")
         if args.wan_mbps:
             host, port = server.endpoint.rsplit("/", 1)[-1].split(":")
             proxy = link.enter_context(WanProxy(host, int(port), mbps=args.wan_mbps, rtt_ms=args.wan_rtt_ms))
@@ -150,12 +141,6 @@ def main() -> None:
                                       aws_secret_access_key=server.secret_key, region_name="us-east-1")
         for files, mb in workloads:
             run_workload(server, server_pid, client, default_client, files, mb, args.rounds)
-    finally:
-        link.close()
-        try:
-            next(server_gen)
-        except StopIteration:
-            pass
 
 
 def run_workload(server: Any, server_pid: int | None, client: Any, default_client: Any, files: int, mb: int,

@@ -4,11 +4,15 @@ output encodes its own job, and a minimal direct ComfyUI client to compare the w
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
+import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +137,23 @@ def wait_http(url: str, deadline: float) -> bool:
             pass
         time.sleep(0.02)
     return False
+
+
+@contextlib.contextmanager
+def local_seaweedfs() -> Iterator[Any]:
+    """The test suite's SeaweedFS (tests/delivery/conftest.py) on free loopback ports, its data in a
+    temporary folder that is removed afterwards: a delivery benchmark writes gigabytes there."""
+    sys.path.insert(0, str(ROOT / "tests" / "delivery"))
+    import conftest
+
+    with tempfile.TemporaryDirectory(prefix="bench-seaweedfs-") as tmp:
+        class _Folders:  # what the fixture asks of pytest's tmp_path_factory
+            def mktemp(self, name: str) -> Path:
+                return Path(tempfile.mkdtemp(prefix=name, dir=tmp))
+
+        server = conftest.seaweedfs.__wrapped__(_Folders())  # type: ignore[attr-defined]
+        try:
+            yield next(server)
+        finally:
+            with contextlib.suppress(StopIteration):
+                next(server)  # stops the server

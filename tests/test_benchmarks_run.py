@@ -4,8 +4,11 @@ found here, not when someone needs its figures. Their timings are not checked he
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,25 +16,36 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(script: str, *args: str, timeout: float = 240) -> str:
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """The scripts' temporary folder. Short: SeaweedFS puts unix sockets in it (at most 107 bytes a path)."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(script: str, scratch: Path, *args: str, timeout: float = 240) -> str:
     env = {k: v for k, v in os.environ.items() if k not in {"COMFYUI_DIR", "COMFYUI_URL"}}
+    env["TMPDIR"] = str(scratch)
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
+    # Servers' data (gigabytes for a full delivery run) and ComfyUI's folders go when the script ends.
+    assert list(scratch.iterdir()) == []
     return output
 
 
-def test_overhead_benchmark_prints_both_medians_and_the_ratio() -> None:
-    output = _run("bench_overhead.py", "--jobs", "2", "--warmup", "1")
+def test_overhead_benchmark_prints_both_medians_and_the_ratio(scratch: Path) -> None:
+    output = _run("bench_overhead.py", scratch, "--jobs", "2", "--warmup", "1")
     assert "target: emulator" in output
     assert "direct client: median" in output and "worker:        median" in output
     assert "ratio worker/direct = " in output
 
 
 @pytest.mark.slow
-def test_delivery_benchmark_prints_throughputs_cpu_and_ratios() -> None:
-    output = _run("bench_delivery.py", "--workloads", "3x1,2x2", "--rounds", "1")
+def test_delivery_benchmark_prints_throughputs_cpu_and_ratios(scratch: Path) -> None:
+    output = _run("bench_delivery.py", scratch, "--workloads", "3x1,2x2", "--rounds", "1")
     assert output.count("MB/s") == 6
     assert "CPU per round: S3 server" in output
     assert output.count("ratio against the tuned sequential client: ") == 2
