@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from tests.emulator import EmulatorHandle, start_emulator
-from tests.processes import stop_process
+from comfy_worker.processes import stop_process
 
 
 @dataclass

@@ -17,7 +17,7 @@ import pytest
 from botocore.config import Config
 
 from comfy_worker.settings import Settings
-from tests.processes import stop_process
+from comfy_worker.processes import stop_process
 
 ACCESS_KEY = "worker-test-access"
 SECRET_KEY = "worker-test-secret-0123456789"

@@ -33,6 +33,9 @@ from typing import Any
 import requests
 import websocket
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+from comfy_worker.processes import stop_process  # noqa: E402
+
 log = logging.getLogger("record_graph_to_prompt")
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,12 +145,7 @@ def comfyui(comfy_dir: Path, python: str) -> Iterator[str]:
                         time.sleep(0.3)
                 yield url
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop_process(proc, timeout=15)
 
 
 class Page:
@@ -212,12 +210,7 @@ def chromium(executable: str, url: str) -> Iterator[Page]:
             finally:
                 page.close()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout=10)
 
 
 _CONVERT = """(async (wf, name) => {

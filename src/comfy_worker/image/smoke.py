@@ -26,6 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..processes import stop_process
+
 log = logging.getLogger(__name__)
 
 _IMPORT_FAILED = re.compile(r"\(IMPORT FAILED\):\s*(\S.*)$|IMPORT FAILED:\s*(\S.*)$", re.MULTILINE)
@@ -96,12 +98,7 @@ def fetch_object_info(comfyui_dir: Path, python: str, timeout: float = 600.0) ->
                     time.sleep(0.5)
             raise RuntimeError(f"ComfyUI did not answer within {timeout:.0f} s")
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, timeout=30)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Stopping the servers tests start (ComfyUI, SeaweedFS, browsers)."""
+"""Stopping a child process the worker or one of its tools started, so that none is left behind."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import subprocess
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:  # type: ignore[type-arg]
-    """Terminate, then kill if it does not exit in time."""
+    """Ask it to end (SIGTERM), and kill it if it has not within `timeout` seconds."""
     proc.terminate()
     try:
         proc.wait(timeout=timeout)
