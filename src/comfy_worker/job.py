@@ -18,7 +18,7 @@ from .comfy.client import ComfyUnavailable, PromptRejected
 from .comfy.events import COMFY_EXITED, RECONNECTED, Inbox
 from .comfy.failures import history_error, node_label, rejected_error
 from .comfy.runtime import ComfyRuntime
-from .delivery import DeliveryContext, deliver_outputs
+from .delivery import DeliveryContext, deliver_outputs, stays_inline
 from .delivery.s3 import s3_target
 from .errors import ErrorCode, WorkerError
 from .image.volume import model_download_root
@@ -487,9 +487,9 @@ class Job:
         """Deliver on the event loop when it is only the base64 of a small result, else on a thread."""
         assert self.request is not None
         config = self.request.output_config
-        provider = config.storage.provider or self.settings.delivery_provider
-        small = sum(len(item.content()) for _, c in collected for item in c.outputs) <= INLINE_ON_LOOP_BYTES
-        if small and provider in {"inline", "auto"} and config.format == "original":
+        outputs = [item for _, c in collected for item in c.outputs]
+        small = sum(len(item.content()) for item in outputs) <= INLINE_ON_LOOP_BYTES
+        if small and config.format == "original" and stays_inline(outputs, config, self.settings):
             return self._deliver(collected)
         return await asyncio.to_thread(self._deliver, collected)
 

@@ -113,7 +113,7 @@ def _storage_for(config: OutputConfig, s3_config: dict[str, Any] | None,
 
 def choose_provider(outputs: list[ProducedOutput], config: OutputConfig, s3_config: dict[str, Any] | None,
                     settings: Settings, warnings: list[str]) -> DeliveryProvider:
-    name = config.storage.provider or settings.delivery_provider
+    name = _provider_name(config, settings)
     if name == "s3":
         target = s3_target(settings, s3_config, config.storage)
         if target is None:
@@ -131,7 +131,7 @@ def choose_provider(outputs: list[ProducedOutput], config: OutputConfig, s3_conf
         return GDriveDelivery(settings, config.storage)
     size = inline_size(outputs)
     limit = settings.inline_max_bytes
-    if size <= limit:
+    if _fits_inline(name, size, settings):
         return InlineDelivery()
     if name == "auto":
         # A request-level s3Config is an explicit wish for storage, so it wins over Drive.
@@ -142,6 +142,19 @@ def choose_provider(outputs: list[ProducedOutput], config: OutputConfig, s3_conf
             return storage
         raise _too_large(size, limit, outputs, "no storage is configured")
     raise _too_large(size, limit, outputs, "inline delivery was requested")
+
+
+def stays_inline(outputs: list[ProducedOutput], config: OutputConfig, settings: Settings) -> bool:
+    """Whether these outputs will be returned inline (no storage, no network), as choose_provider decides."""
+    return _fits_inline(_provider_name(config, settings), inline_size(outputs), settings)
+
+
+def _provider_name(config: OutputConfig, settings: Settings) -> str:
+    return config.storage.provider or settings.delivery_provider
+
+
+def _fits_inline(name: str, size: int, settings: Settings) -> bool:
+    return name in {"inline", "auto"} and size <= settings.inline_max_bytes
 
 
 def _too_large(size: int, limit: int, outputs: list[ProducedOutput], why: str) -> WorkerError:
