@@ -64,19 +64,18 @@ class ComfyClient:
 
     # --- plumbing -------------------------------------------------------------------------------
     def _request(self, method: str, path: str, *, timeout: float | None = None, json: Any = None,
-                 body: bytes | None = None, fields: dict[str, Any] | None = None,
-                 params: dict[str, str] | None = None) -> Response:
+                 fields: dict[str, Any] | None = None, params: dict[str, str] | None = None) -> Response:
+        """`json` goes as a JSON body, `fields` as a multipart form (urllib3 takes one or the other)."""
         url = self.base_url + path + (f"?{urlencode(params)}" if params else "")
-        headers = {}
-        if json is not None:
-            body = _dumps(json)
-        if body is not None:
-            headers["Content-Type"] = "application/json"
+        if fields is not None:
+            payload: dict[str, Any] = {"fields": fields}
+        elif json is not None:
+            payload = {"body": _dumps(json), "headers": {"Content-Type": "application/json"}}
+        else:
+            payload = {}
         seconds = timeout or self.timeout
-        payload: dict[str, Any] = {"fields": fields} if fields is not None else {"body": body}
         try:
-            resp = self.pool.request(method, url, headers=headers or None,
-                                     timeout=urllib3.Timeout(connect=seconds, read=seconds), **payload)
+            resp = self.pool.request(method, url, timeout=urllib3.Timeout(connect=seconds, read=seconds), **payload)
         except urllib3.exceptions.HTTPError as exc:
             reason = getattr(exc, "reason", None) or exc
             raise ComfyUnavailable(f"{method} {path}: {type(reason).__name__}: {reason}") from exc
