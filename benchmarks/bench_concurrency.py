@@ -30,7 +30,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "tests" / "delivery")]
 
 from PIL import Image  # noqa: E402
 
-from benchmarks.common import local_seaweedfs  # noqa: E402
+from benchmarks.common import local_seaweedfs
 from comfy_worker.job import run_job  # noqa: E402
 from tests.workerkit import boot_runtime  # noqa: E402
 

@@ -35,7 +35,7 @@ import boto3  # noqa: E402
 from wan_proxy import WanProxy  # noqa: E402
 import pytest  # noqa: E402  (the fixtures' pytest.fail is the only use)
 
-from benchmarks.common import local_seaweedfs  # noqa: E402
+from benchmarks.common import local_seaweedfs
 from comfy_worker.delivery import DeliveryContext, deliver_outputs  # noqa: E402
 from comfy_worker.media.outputs import FileRef, ProducedOutput  # noqa: E402
 from comfy_worker.schema import OutputConfig, StorageConfig  # noqa: E402

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.emulator import EmulatorHandle, start_emulator
 from comfy_worker.processes import stop_process
+from tests.emulator import EmulatorHandle, start_emulator
 
 
 @dataclass

@@ -16,8 +16,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from comfy_worker.settings import Settings
 from comfy_worker.processes import stop_process
+from comfy_worker.settings import Settings
 
 ACCESS_KEY = "worker-test-access"
 SECRET_KEY = "worker-test-secret-0123456789"
