@@ -1,8 +1,19 @@
+from collections.abc import Iterator
+
 import pytest
 
 from .captures import capture
+from .emulator import EmulatorHandle, start_emulator
 
 
 @pytest.fixture
 def object_info():
     return capture("object_info.json")
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
+    """One ComfyUI emulator shared by the tests of a module."""
+    handle = start_emulator(tmp_path_factory.mktemp("emulator"))
+    yield handle
+    handle.stop()

@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from comfy_worker.comfy.client import ComfyClient, ComfyUnavailable
 from comfy_worker.comfy.events import Event, Inbox
-from tests.emulator import EmulatorHandle, start_emulator
+from tests.emulator import EmulatorHandle
 
 
 def test_a_burst_from_another_thread_arrives_whole_in_order_with_one_wake_up() -> None:
@@ -87,13 +86,6 @@ def test_a_cancelled_wait_leaves_the_inbox_usable() -> None:
         return await inbox.next_batch(1.0)
 
     assert [e.type for e in asyncio.run(main())] == ["late"]
-
-
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
-    handle = start_emulator(tmp_path_factory.mktemp("transport"))
-    yield handle
-    handle.stop()
 
 
 def test_calls_to_comfyui_ignore_proxy_settings_meant_for_downloads(emu: EmulatorHandle,

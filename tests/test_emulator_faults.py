@@ -21,13 +21,6 @@ from tests.emulator.client import ComfyClient
 from tests.emulator.executor import OOM_TIP
 
 
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
-    handle = start_emulator(tmp_path_factory.mktemp("faults"))
-    yield handle
-    handle.stop()
-
-
 @pytest.fixture
 def fresh(emu: EmulatorHandle) -> Iterator[EmulatorHandle]:
     emu.reset()

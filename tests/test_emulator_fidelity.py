@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.emulator import EmulatorHandle, start_emulator
+from tests.emulator import EmulatorHandle
 from tests.emulator.client import ComfyClient, event_types
 
 CAPTURES = Path(__file__).parent / "fixtures" / "comfyui"
@@ -52,13 +51,6 @@ def history_entry(hist: dict[str, Any]) -> dict[str, Any]:
     entry = normalise(next(iter(hist.values())))
     entry["prompt"][0] = "<n>"
     return entry
-
-
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
-    handle = start_emulator(tmp_path_factory.mktemp("fidelity"))
-    yield handle
-    handle.stop()
 
 
 @pytest.fixture
