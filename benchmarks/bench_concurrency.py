@@ -20,7 +20,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from PIL import Image  # noqa: E402
 
 from benchmarks.common import local_seaweedfs
 from comfy_worker.job import run_job  # noqa: E402
+from tests.httpserve import serve_http
 from tests.workerkit import boot_runtime  # noqa: E402
 
 log = logging.getLogger("bench_concurrency")
@@ -43,7 +43,8 @@ def noisy_png(size: int) -> bytes:
     return buf.getvalue()
 
 
-def slow_server(payload: bytes, delay: float) -> http.server.ThreadingHTTPServer:
+def slow_handler(payload: bytes, delay: float) -> type[http.server.BaseHTTPRequestHandler]:
+    """Answers every GET with `payload` after `delay` seconds, as a slow input URL does."""
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
             time.sleep(delay)
@@ -56,9 +57,7 @@ def slow_server(payload: bytes, delay: float) -> http.server.ThreadingHTTPServer
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return Handler
 
 
 async def run_batch(runtime, settings, jobs: int, concurrency: int, url: str, tag: str) -> float:  # type: ignore[no-untyped-def]
@@ -92,13 +91,12 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
 
-    with local_seaweedfs() as s3, tempfile.TemporaryDirectory(prefix="bench-concurrency-") as tmp:
-        return measure(args, s3, Path(tmp))
+    with (local_seaweedfs() as s3, tempfile.TemporaryDirectory(prefix="bench-concurrency-") as tmp,
+          serve_http(slow_handler(noisy_png(args.size), args.fetch_delay)) as web):
+        return measure(args, s3, Path(tmp), f"http://127.0.0.1:{web.server_port}/in.png")
 
 
-def measure(args: argparse.Namespace, s3: Any, tmp: Path) -> int:
-    web = slow_server(noisy_png(args.size), args.fetch_delay)
-    url = f"http://127.0.0.1:{web.server_port}/in.png"
+def measure(args: argparse.Namespace, s3: Any, tmp: Path, url: str) -> int:
     runtime, settings = boot_runtime(
         tmp, LOG_LEVEL="WARNING", BUCKET_ENDPOINT_URL=s3.endpoint, BUCKET_ACCESS_KEY_ID=s3.access_key,
         BUCKET_SECRET_ACCESS_KEY=s3.secret_key, BUCKET_NAME=s3.bucket, ALLOW_PRIVATE_URLS="true",
@@ -120,7 +118,6 @@ def measure(args: argparse.Namespace, s3: Any, tmp: Path) -> int:
         log.info("throughput ratio (2 / 1): %.2fx", one / two)
     finally:
         runtime.shutdown()
-        web.shutdown()
     return 0
 
 

@@ -5,15 +5,15 @@ stand-in for RunPod's endpoint API (for live progress, URL outputs and cancel, w
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,7 @@ from comfy_worker.client import describe_error, parse_error, parse_override
 from comfy_worker.client.spec import UsageError
 from comfy_worker.localserver import LocalWorkerServer
 from tests.emulator import FAULTS_ENV
+from tests.httpserve import serve_http
 from tests.workerkit import png_b64, worker_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,17 +165,17 @@ class FakeEndpoint:
             def do_POST(self):
                 self._handle("POST")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._handler = Handler
+        self._servers = contextlib.ExitStack()
+        self.url = ""
 
     def __enter__(self) -> FakeEndpoint:
-        self.thread.start()
+        server = self._servers.enter_context(serve_http(self._handler))
+        self.url = f"http://127.0.0.1:{server.server_address[1]}"
         return self
 
     def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._servers.close()
 
     def env(self) -> dict[str, str]:
         return {"RUNPOD_API_KEY": "test-key", "RUNPOD_ENDPOINT_BASE_URL": f"{self.url}/v2"}

@@ -7,7 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from comfy_worker.models.download import (
     verify_file,
 )
 from comfy_worker.models.manifest import ModelEntry
+from tests.httpserve import serve_http
 
 FAST = DownloadOptions(workers=4, retries=3, retry_backoff=0.0, connect_timeout=5, read_timeout=10,
                        chunk_size=1024)
@@ -117,16 +118,8 @@ def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def server() -> Iterator[tuple[Served, int]]:
     served = Served()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(served))
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve_http(_handler(served)) as httpd:
         yield served, httpd.server_port
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 def _entry(port: int, name: str, body: bytes, *, path: str | None = None, folder: str = "checkpoints",

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import zipfile
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from comfy_worker.image.snapshot import (
     run_plan,
     write_constraints,
 )
+from tests.httpserve import serve_http
 
 REPO = Path(__file__).resolve().parents[1]
 HASH = "0123456789abcdef0123456789abcdef01234567"
@@ -167,14 +167,8 @@ def registry() -> Iterator[tuple[dict[str, bytes], int]]:
             self.end_headers()
             self.wfile.write(body)
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve_http(Handler) as httpd:
         yield blobs, httpd.server_port
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def _zip(files: dict[str, str]) -> bytes:

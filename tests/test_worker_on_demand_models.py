@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import json
-import threading
+from collections.abc import Callable, Iterator
 
+import pytest
 import yaml
 
 from .captures import capture
+from .httpserve import serve_http
 from .workerkit import boot_runtime, error_of, run
 
 
-def serve(payload: bytes):
+def _payload_handler(payload: bytes) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
             self.send_response(200)
@@ -24,9 +27,14 @@ def serve(payload: bytes):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return Handler
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[bytes], http.server.ThreadingHTTPServer]]:
+    """Serves given bytes at every path, until the test ends."""
+    with contextlib.ExitStack() as servers:
+        yield lambda payload: servers.enter_context(serve_http(_payload_handler(payload)))
 
 
 def sd_workflow(ckpt: str) -> dict:
@@ -39,7 +47,7 @@ def sd_workflow(ckpt: str) -> dict:
     return wf
 
 
-def test_missing_on_demand_model_is_fetched_then_the_job_runs(tmp_path):
+def test_missing_on_demand_model_is_fetched_then_the_job_runs(tmp_path, serve):
     payload = b"not really a checkpoint, but bytes with a known hash" * 100
     server = serve(payload)
     manifest = tmp_path / "models.yaml"
@@ -61,10 +69,9 @@ def test_missing_on_demand_model_is_fetched_then_the_job_runs(tmp_path):
         assert missing["file"] == "tiny2.ckpt" and "tiny.ckpt" in missing["closest"]
     finally:
         runtime.shutdown()
-        server.shutdown()
 
 
-def test_start_models_are_fetched_before_the_worker_is_ready(tmp_path):
+def test_start_models_are_fetched_before_the_worker_is_ready(tmp_path, serve):
     from comfy_worker.app import create_worker
     from comfy_worker.settings import Settings
 
@@ -88,4 +95,3 @@ def test_start_models_are_fetched_before_the_worker_is_ready(tmp_path):
         assert "start_models" in app.cold_start
     finally:
         app.runtime.shutdown()
-        server.shutdown()

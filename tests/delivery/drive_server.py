@@ -8,6 +8,7 @@ permissions, delete and ``alt=media`` download. Every API call needs a token it 
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.parser
 import email.policy
 import json
@@ -17,12 +18,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
+
+from tests.httpserve import serve_http
 
 
 def _b64url(data: str) -> bytes:
@@ -212,20 +215,18 @@ class _Handler(BaseHTTPRequestHandler):
 class DriveServer:
     def __init__(self, cert: str, key: str, public_key: Any) -> None:
         self.state = DriveState(public_key=public_key)
-        handler = type("DriveHandler", (_Handler,), {"state": self.state, "base_url": ""})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self._server.server_address[1]}"
-        handler.base_url = self.url
-        self.state.token_uri = f"{self.url}/token"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._handler = type("DriveHandler", (_Handler,), {"state": self.state, "base_url": ""})
+        self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._tls.load_cert_chain(cert, key)
+        self._servers = contextlib.ExitStack()
+        self.url = ""
 
     def __enter__(self) -> DriveServer:
-        self._thread.start()
+        server = self._servers.enter_context(serve_http(self._handler, tls=self._tls))
+        self.url = f"https://127.0.0.1:{server.server_address[1]}"
+        self._handler.base_url = self.url
+        self.state.token_uri = f"{self.url}/token"
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._servers.close()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import base64
 import ipaddress
 import ssl
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from delivery_helpers import mp4, png, self_signed_cert, wav
@@ -17,6 +16,7 @@ from comfy_worker.errors import ErrorCode, WorkerError
 from comfy_worker.media.inputs import resolve_input
 from comfy_worker.media.urlsafety import UrlPolicy, UrlRefused, check_url, fetch_url, is_public_address
 from comfy_worker.settings import Settings
+from tests.httpserve import serve_http
 
 PNG = png(12, 9)
 
@@ -42,12 +42,8 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture()
 def web() -> Iterator[tuple[str, type[_Handler]]]:
     handler = type("H", (_Handler,), {"routes": {}, "hits": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    server.shutdown()
-    server.server_close()
+    with serve_http(handler) as server:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
 
 
 LOCAL = Settings(allow_private_urls=True, allow_http_urls=True)
@@ -211,13 +207,9 @@ def test_connection_is_pinned_to_the_checked_address_with_tls_name_checks(tmp_pa
     address, and the certificate was verified against the host name (SNI), not the IP."""
     cert, key = self_signed_cert(tmp_path)
     handler = type("H", (_Handler,), {"routes": {"/img.png": (200, {}, PNG)}, "hits": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve_http(handler, tls=context) as server:
         port = server.server_address[1]
         seen: list[str] = []
         policy = _public_test_policy(port, seen)
@@ -227,9 +219,6 @@ def test_connection_is_pinned_to_the_checked_address_with_tls_name_checks(tmp_pa
         # Without our CA the certificate is refused.
         with pytest.raises(UrlRefused, match="connection failed"):
             fetch_url(f"https://public.test:{port}/img.png", policy, max_bytes=10**6, timeout=10, max_redirects=0)
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_s3_input_is_read_with_configured_credentials(s3):
