@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "tests" / "delivery")]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from PIL import Image  # noqa: E402
 
