@@ -316,14 +316,12 @@ class Job:
 
     def _stage(self, request: JobInput) -> None:
         """Fetch every input (after the pre-flight, so a bad graph costs no download) and upload it into
-        this job's own subfolder of ComfyUI's input folder."""
+        this job's own subfolder of ComfyUI's input folder. Only called when the job has inputs."""
         wanted = [MediaRequest(f"images[{i}].image", image.image, image.name) for i, image in enumerate(request.images)]
         slots = [(run, slot) for run in self.runs for slot in run.resolved.media]
         prefix = "inputs" if len(self.runs) == 1 else "inputs[{}]"
         wanted += [MediaRequest(f"{prefix.format(run.index)}.{slot.key}", slot.value, None, "any")
                    for run, slot in slots]
-        if not wanted:
-            return
         s3_defaults = s3_target(self.settings, self.raw.get("s3Config"), require_bucket=False)
         files = fetch_media(wanted, settings=self.settings, s3_defaults=s3_defaults,
                             max_total=self.settings.max_input_total_bytes)
