@@ -8,7 +8,5 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 from comfy_worker.app import create_worker  # noqa: E402
 
 if __name__ == "__main__":
-    app = create_worker()  # starts ComfyUI, importing the runpod SDK meanwhile
-    import runpod
-
-    runpod.serverless.start(app.config)
+    # Starts ComfyUI within the start budget; a worker that cannot run jobs ends instead of taking any.
+    create_worker().serve()

@@ -8,10 +8,16 @@ from comfy_worker.media.outputs import FileRef, collect_outputs, guess_mime, ima
 from .captures import capture
 
 
-def loader_from(files: dict[str, bytes]):
-    def load(ref: FileRef) -> bytes:
-        return files[ref.filename]
-    return load
+def loader_from(files: dict[str, bytes], folder=None):
+    """A locate function serving these files from a folder (written on first use)."""
+    def locate(ref: FileRef):
+        import tempfile
+        from pathlib import Path
+        base = Path(folder or tempfile.mkdtemp(prefix="outputs-test-"))
+        path = base / ref.filename
+        path.write_bytes(files[ref.filename])
+        return path
+    return locate
 
 
 def test_every_file_key_and_text_is_collected():
@@ -24,7 +30,7 @@ def test_every_file_key_and_text_is_collected():
         "14": {"3d": [{"filename": "mesh.glb", "subfolder": "", "type": "output"}]},
         "15": {"custom_files": [{"filename": "data.bin", "subfolder": "", "type": "output"}]},
     }
-    got = collect_outputs(outputs, include_temp=False, loader=loader_from({}))
+    got = collect_outputs(outputs, include_temp=False, locate=loader_from({}))
     kinds = [(o.node_id, o.kind, o.mime_type) for o in got.outputs]
     assert kinds == [
         ("9", "image", "image/png"),
@@ -42,23 +48,23 @@ def test_every_file_key_and_text_is_collected():
 def test_temp_outputs_only_on_request():
     history = capture("flow_preview_image_temp_history.json")
     entry = next(iter(history.values()))
-    skipped = collect_outputs(entry["outputs"], include_temp=False, loader=loader_from({}))
+    skipped = collect_outputs(entry["outputs"], include_temp=False, locate=loader_from({}))
     assert skipped.outputs == [] and skipped.skipped_temp == 2
     assert [r.type for r in skipped.temp_files] == ["temp", "temp"]  # still removed after the job
-    kept = collect_outputs(entry["outputs"], include_temp=True, loader=loader_from({}))
+    kept = collect_outputs(entry["outputs"], include_temp=True, locate=loader_from({}))
     assert [o.ref.type for o in kept.outputs] == ["temp", "temp"]
 
 
 def test_unknown_shapes_become_warnings_not_silence():
     got = collect_outputs({"5": {"weird": "x", "list": [{"no": "file"}]}}, include_temp=False,
-                          loader=loader_from({}))
+                          locate=loader_from({}))
     assert got.outputs == []
     assert len(got.warnings) == 2
 
 
 def test_content_is_loaded_lazily_and_hashed():
     got = collect_outputs({"1": {"images": [{"filename": "x.png", "subfolder": "", "type": "output"}]}},
-                          include_temp=False, loader=loader_from({"x.png": b"abc"}))
+                          include_temp=False, locate=loader_from({"x.png": b"abc"}))
     item = got.outputs[0]
     assert item.content() == b"abc"
     assert item.sha256() == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

@@ -67,15 +67,55 @@ def test_hung_comfyui_is_noticed_and_restarted(tmp_path):
         runtime.shutdown()
 
 
-def test_oom_is_retryable_out_of_memory(tmp_path):
+def free_calls(runtime):
+    return runtime.client._json("GET", "/__emulator__/free_calls")
+
+
+def test_oom_is_run_again_once_after_free_then_fails_saying_what_was_tried(tmp_path):
     runtime, settings = boot_runtime(tmp_path)
     try:
         faults(runtime, oom_on_node="EmptyImage")
         err = error_of(run(runtime, settings, {"workflow": empty_image_workflow()}))
-        assert err["code"] == "OUT_OF_MEMORY" and err["retryable"]
+        assert err["code"] == "OUT_OF_MEMORY" and err["retryable"] is False
         assert err["details"]["node_id"] == "1"
+        assert err["details"]["retried"] is True and err["details"]["memory_freed"] is True
+        assert len(err["details"]["earlier_prompt_ids"]) == 1
+        assert "ran out of memory again" in err["message"]
+        assert free_calls(runtime) == [{"unload_models": True, "free_memory": True}]
         faults(runtime, oom_on_node=None)
         assert "error" not in run(runtime, settings, {"workflow": empty_image_workflow(color=3)}, job_id="n")
+    finally:
+        runtime.shutdown()
+
+
+def test_oom_that_free_cures_completes_with_a_warning(tmp_path):
+    runtime, settings = boot_runtime(tmp_path)
+    try:
+        faults(runtime, oom_on_node="EmptyImage", oom_until_free=True)
+        result = run(runtime, settings, {"workflow": empty_image_workflow()})
+        assert "error" not in result, result
+        assert len(result["outputs"]) == 1
+        assert any("ran out of GPU memory once" in w for w in result["warnings"])
+        assert "free_memory" in result["timings"]
+        assert free_calls(runtime) == [{"unload_models": True, "free_memory": True}]
+    finally:
+        runtime.shutdown()
+
+
+def test_oom_retry_can_be_switched_off_per_job_and_by_the_operator(tmp_path):
+    runtime, settings = boot_runtime(tmp_path)
+    try:
+        faults(runtime, oom_on_node="EmptyImage", oom_until_free=True)
+        err = error_of(run(runtime, settings, {"workflow": empty_image_workflow(),
+                                               "execution_config": {"retry_on_oom": False}}))
+        assert err["code"] == "OUT_OF_MEMORY" and err["retryable"] is True and "retried" not in err["details"]
+        assert free_calls(runtime) == []
+        off = settings.model_copy(update={"oom_retry": False})
+        err = error_of(run(runtime, off, {"workflow": empty_image_workflow(color=5)}, job_id="off"))
+        assert err["code"] == "OUT_OF_MEMORY" and free_calls(runtime) == []
+        result = run(runtime, off, {"workflow": empty_image_workflow(color=6),
+                                    "execution_config": {"retry_on_oom": True}}, job_id="on")
+        assert "error" not in result, result
     finally:
         runtime.shutdown()
 

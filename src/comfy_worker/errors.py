@@ -57,8 +57,10 @@ CATALOGUE: dict[ErrorCode, CodeInfo] = {
         False, "A node raised an error while ComfyUI ran the workflow.",
         "Read `details.node_id`, `details.class_type` and `details.exception_message`; fix that node's inputs."),
     ErrorCode.OUT_OF_MEMORY: CodeInfo(
-        True, "The GPU ran out of memory; models were unloaded.",
-        "Retry, or lower the resolution, batch size or frame count."),
+        True, "The GPU ran out of memory, also after the worker freed ComfyUI's memory and ran the prompt once "
+        "more (`details.retried`).",
+        "Lower the resolution, batch size or frame count, or use a GPU with more memory; a plain retry only helps "
+        "when `retryable` is true (no retry was made)."),
     ErrorCode.TIMEOUT: CodeInfo(
         True, "The job ran longer than its timeout and was interrupted.",
         "Raise `execution_config.timeout` (up to the operator's ceiling) or make the workflow lighter."),
@@ -87,16 +89,18 @@ class WorkerError(Exception):
     """A failure with a stable code, a message a person can act on, and structured details."""
 
     def __init__(self, code: ErrorCode, message: str, details: dict[str, Any] | None = None,
-                 *, refresh_worker: bool = False) -> None:
+                 *, refresh_worker: bool = False, retryable: bool | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.details = details or {}
         self.refresh_worker = refresh_worker
+        self._retryable = retryable
 
     @property
     def retryable(self) -> bool:
-        return CATALOGUE[self.code].retryable
+        """The code's usual answer, unless this failure knows better (a retry that was already made)."""
+        return CATALOGUE[self.code].retryable if self._retryable is None else self._retryable
 
     def payload(self, job_id: str | None = None, timings: dict[str, float] | None = None) -> dict[str, Any]:
         payload: dict[str, Any] = {

@@ -8,17 +8,19 @@ import copy
 import logging
 import re
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .comfy.client import ComfyUnavailable, PromptRejected
 from .comfy.events import COMFY_EXITED, RECONNECTED, Inbox
-from .comfy.failures import history_error, node_label, rejected_error
+from .comfy.failures import history_error, node_label, out_of_memory_again, rejected_error
 from .comfy.runtime import ComfyRuntime
-from .delivery import DeliveryContext, deliver_outputs, stays_inline
+from .delivery import DeliveryContext, deliver_outputs
 from .delivery.s3 import s3_target
 from .errors import ErrorCode, WorkerError
 from .image.volume import model_download_root
@@ -39,9 +41,6 @@ JOB_MARKER_INPUT = "_worker_job"
 JOBS_SUBFOLDER = "worker-jobs"
 # Graphs up to this many nodes are checked on the event loop when no I/O is needed (200 nodes: ~2 ms).
 INLINE_PREFLIGHT_NODES = 64
-# Inline results up to this size are base64-encoded on the event loop (1 MB: ~0.5 ms); a hand-off to a
-# thread costs about as much as the encoding of a typical image.
-INLINE_ON_LOOP_BYTES = 1 << 20
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -84,9 +83,19 @@ class PromptRun:
     error: WorkerError | None = None
     temp_files: list[FileRef] = field(default_factory=list)
 
+    attempts: list[str] = field(default_factory=list)  # earlier prompt ids of this run (out-of-memory retry)
+
     @property
     def graph(self) -> dict[str, Any]:
         return self.resolved.graph
+
+    def retry(self) -> None:
+        """Run the same graph again under a new prompt id; the old one is kept for cleanup."""
+        self.attempts.append(self.prompt_id)
+        self.prompt_id = str(uuid.uuid4())
+        self.submitted = self.finished = False
+        self.entry = None
+        self.error = None
 
     @property
     def subfolder(self) -> str:
@@ -96,6 +105,17 @@ class PromptRun:
 def _graph_size(workflow: dict[str, Any]) -> int:
     nodes = workflow.get("nodes")
     return len(nodes) if isinstance(nodes, list) else len(workflow)
+
+
+def _summary(result: dict[str, Any]) -> str:
+    """The outputs of a result as one short log item each (never their data or URLs)."""
+    items = []
+    for entry in result.get("outputs", []):
+        size = f" {entry['width']}x{entry['height']}" if entry.get("width") else ""
+        where = entry.get("storage") or ("inline" if "data" in entry else "text")
+        items.append(f"{entry.get('node_id')}:{entry.get('kind')}{size} {entry.get('filename') or ''} "
+                     f"{entry.get('size')}B {where}".replace("  ", " "))
+    return "[" + ", ".join(items) + "]"
 
 
 def new_token(job_id: str) -> str:
@@ -156,6 +176,7 @@ class Job:
         self._catalogue: dict[str, Any] = {}
         self.request: JobInput | None = None
         self._unsettled: list[str] = []
+        self._scratch: Path | None = None  # copies of outputs fetched from /view (ComfyUI not local)
 
     @property
     def staging_folder(self) -> str:
@@ -170,7 +191,8 @@ class Job:
                 result = await asyncio.wait_for(self._run(), timeout) if timeout else await self._run()
             except asyncio.TimeoutError:
                 raise await self._timed_out(timeout) from None
-            log.info("job=%s outcome=completed seconds=%.3f", self.job_id, result["timings"]["total"])
+            log.info("job=%s outcome=completed seconds=%.3f outputs=%s", self.job_id, result["timings"]["total"],
+                     _summary(result))
             return result
         except WorkerError as err:
             log.warning("job=%s outcome=failed code=%s message=%s", self.job_id, err.code.value, err.message)
@@ -244,16 +266,11 @@ class Job:
         for run in self.runs:
             mark_outputs(run.graph, run, classes)
         await self._execute(batch)
-        if not batch:
-            run = self.runs[0]
-            if run.error:
-                raise run.error
-            with t.stage("collect"):
-                collected = self._collect(run, request)
-            with t.stage("deliver"):
-                result = await self._deliver_async([(run, collected)])
-        else:
-            result = await self._finish_batch(request)
+        if not batch and self.runs[0].error:
+            raise self.runs[0].error
+        # Outputs are read, encoded and delivered on a thread: files of any size never stall the event loop,
+        # where other jobs and the SDK's own job-take and stop polling run.
+        result = await asyncio.to_thread(self._finish, request, batch)
         result["timings"] = t.total()
         return result
 
@@ -334,14 +351,48 @@ class Job:
 
     # --- submit and follow ------------------------------------------------------------------------
     async def _execute(self, batch: bool) -> None:
-        """Queue every prompt of the job together (models stay loaded between them) and follow each."""
+        """Run every prompt of the job; a prompt that ran out of GPU memory is run once more after ComfyUI
+        has freed its memory (models unloaded, caches dropped), unless the operator or request says not to."""
+        progress = BatchProgress(len(self.runs), self.send_progress)
+        await self._run_prompts(self.runs, batch, progress)
+        short = [run for run in self.runs if run.error is not None and run.error.code is ErrorCode.OUT_OF_MEMORY]
+        if not short or not self._retry_on_oom():
+            return
+        log.warning("job=%s %d prompt(s) ran out of GPU memory; freeing ComfyUI's memory and running them again",
+                    self.job_id, len(short))
+        with self.timings.stage("free_memory"):
+            freed = await asyncio.to_thread(self._free_memory)
+        for run in short:
+            run.retry()
+        await self._run_prompts(short, batch, progress)
+        for run in short:
+            if run.error is not None and run.error.code is ErrorCode.OUT_OF_MEMORY:
+                run.error = out_of_memory_again(run.error, freed, run.attempts)
+            elif run.error is None:
+                self.warnings.append(f"{'item ' + str(run.index) + ' ' if batch else ''}ran out of GPU memory "
+                                     "once; it completed after ComfyUI's memory was freed")
+
+    def _retry_on_oom(self) -> bool:
+        assert self.request is not None
+        choice = self.request.execution_config.retry_on_oom
+        return self.settings.oom_retry if choice is None else choice
+
+    def _free_memory(self) -> bool:
+        try:
+            self.runtime.client.free(unload_models=True, free_memory=True)
+        except ComfyUnavailable as exc:
+            log.warning("job=%s could not free ComfyUI's memory: %s", self.job_id, exc)
+            return False
+        return True
+
+    async def _run_prompts(self, runs: list[PromptRun], batch: bool, progress: BatchProgress) -> None:
+        """Queue the prompts together (models stay loaded between them) and follow each to its end."""
         loop = asyncio.get_running_loop()
         events = self.runtime.events
-        inboxes = {run.prompt_id: events.subscribe(run.prompt_id, loop) for run in self.runs}
-        progress = BatchProgress(len(self.runs), self.send_progress)
+        inboxes = {run.prompt_id: events.subscribe(run.prompt_id, loop) for run in runs}
         try:
             with self.timings.stage("submit"):
-                for run in self.runs:
+                for run in runs:
                     try:
                         await asyncio.to_thread(self._submit, run)
                     except WorkerError as err:
@@ -351,12 +402,12 @@ class Job:
             with self.timings.stage("execute"):
                 followers = [self._follow(run, inboxes[run.prompt_id],
                                           ProgressTracker(run.graph, run.prompt_id, progress.sender(run.index)))
-                             for run in self.runs if run.submitted]
+                             for run in runs if run.submitted]
                 outcomes = await asyncio.gather(*followers, return_exceptions=True)
             for outcome in outcomes:
                 if isinstance(outcome, BaseException) and not isinstance(outcome, WorkerError):
                     raise outcome
-            for run in self.runs:
+            for run in runs:
                 if run.error is None and run.entry is not None:
                     run.error = history_error(run.entry, run.graph)
             failures = [o for o in outcomes if isinstance(o, WorkerError)]
@@ -365,8 +416,8 @@ class Job:
             if fatal:
                 raise fatal[0]
         finally:
-            for run in self.runs:
-                events.unsubscribe(run.prompt_id)
+            for prompt_id in inboxes:
+                events.unsubscribe(prompt_id)
 
     def _submit(self, run: PromptRun) -> None:
         events = self.runtime.events
@@ -441,15 +492,21 @@ class Job:
         return False
 
     # --- outputs ------------------------------------------------------------------------------------
-    def _read_file(self, ref: FileRef) -> bytes:
+    def _locate(self, ref: FileRef) -> Path:
+        """The file of an output: ComfyUI's own when its folders are local, else a copy streamed from `/view`
+        into the job's scratch folder. Either way the bytes are read from disk when needed, never all held."""
         if self.runtime.local_files:
             try:
                 path = local_path(ref, self.runtime.folders)
                 if path.is_file():
-                    return path.read_bytes()
+                    return path
             except (ValueError, KeyError, OSError):
                 pass
-        return self.runtime.client.view(ref.filename, ref.subfolder, ref.type)
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix=f"comfy-worker-{self.token}-"))
+        target = self._scratch / f"{len(list(self._scratch.iterdir()))}-{Path(ref.filename).name}"
+        self.runtime.client.view_to(ref.filename, ref.subfolder, ref.type, target)
+        return target
 
     def _collect(self, run: PromptRun, request: JobInput) -> Collected:
         assert run.entry is not None
@@ -457,7 +514,7 @@ class Job:
         if include_temp is None:
             include_temp = self.settings.include_temp_outputs
         outputs = run.entry.get("outputs") or {}
-        collected = collect_outputs(outputs, include_temp=include_temp, loader=self._read_file)
+        collected = collect_outputs(outputs, include_temp=include_temp, locate=self._locate)
         # Temp files are removed after the job whether or not they were asked for.
         run.temp_files.extend(collected.temp_files)
         self.warnings.extend(collected.warnings)
@@ -471,8 +528,8 @@ class Job:
             if item.ref is None:
                 continue
             try:
-                item.content()
-            except (OSError, FileNotFoundError, ComfyUnavailable) as exc:
+                item.size()
+            except (OSError, ComfyUnavailable) as exc:
                 missing.append({"node_id": item.node_id, "filename": item.ref.filename,
                                 "subfolder": item.ref.subfolder, "type": item.ref.type, "reason": str(exc)})
         if missing:
@@ -480,16 +537,6 @@ class Job:
                               f"{len(missing)} output file(s) reported by ComfyUI could not be read",
                               {"missing": missing})
         return collected
-
-    async def _deliver_async(self, collected: list[tuple[PromptRun, Collected]]) -> dict[str, Any]:
-        """Deliver on the event loop when it is only the base64 of a small result, else on a thread."""
-        assert self.request is not None
-        config = self.request.output_config
-        outputs = [item for _, c in collected for item in c.outputs]
-        small = sum(len(item.content()) for item in outputs) <= INLINE_ON_LOOP_BYTES
-        if small and config.format == "original" and stays_inline(outputs, config, self.settings):
-            return self._deliver(collected)
-        return await asyncio.to_thread(self._deliver, collected)
 
     def _deliver(self, collected: list[tuple[PromptRun, Collected]]) -> dict[str, Any]:
         """Deliver every output of the job in one go (one size budget, one storage target)."""
@@ -514,8 +561,9 @@ class Job:
             out["seeds"] = seeds[0] if not batch else {str(k): v for k, v in seeds.items()}
         return out
 
-    async def _finish_batch(self, request: JobInput) -> dict[str, Any]:
-        """Collect and deliver every item that succeeded; a failed item never loses the others' outputs."""
+    def _finish(self, request: JobInput, batch: bool) -> dict[str, Any]:
+        """Collect and deliver every prompt that succeeded; a failed batch item never loses the others'
+        outputs. A single job is a batch of one without the `items` list."""
         done: list[tuple[PromptRun, Collected]] = []
         with self.timings.stage("collect"):
             for run in self.runs:
@@ -523,6 +571,8 @@ class Job:
                     try:
                         done.append((run, self._collect(run, request)))
                     except WorkerError as err:
+                        if not batch:
+                            raise
                         run.error = err
         failed = [run for run in self.runs if run.error is not None]
         items_failed = [{"index": r.index, "prompt_id": r.prompt_id, **r.error.payload()} for r in failed
@@ -534,7 +584,9 @@ class Job:
                               {"items": items_failed}, refresh_worker=any(r.error.refresh_worker for r in failed
                                                                            if r.error))
         with self.timings.stage("deliver"):
-            result = await self._deliver_async(done)
+            result = self._deliver(done)
+        if not batch:
+            return result
         for item in items_failed:
             result["warnings"].append(f"item {item['index']} failed: {item['code']}: {item['message']}")
         result["items"] = [{"index": r.index, "prompt_id": r.prompt_id,
@@ -584,10 +636,13 @@ class Job:
                    for item in queue.get("queue_running", []) + queue.get("queue_pending", []))
 
     def _cleanup(self) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
         if self._unsettled:
             # An interrupted prompt may still be finishing a node: files are removed once it has stopped.
             self._settle(self._unsettled)
-        submitted = [run.prompt_id for run in self.runs if run.submitted]
+        submitted = [run.prompt_id for run in self.runs if run.submitted] + [
+            prompt_id for run in self.runs for prompt_id in run.attempts]
         if self.request is not None and self.request.execution_config.free_memory_after and submitted:
             try:
                 self.runtime.client.free(unload_models=True, free_memory=True)

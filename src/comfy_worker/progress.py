@@ -1,4 +1,4 @@
-"""Progress of a running prompt, built from ComfyUI's events and sent with runpod's progress_update.
+"""Progress of a running prompt, built from ComfyUI's events; `sdk.progress_sender` says where it goes.
 
 The payload is small and JSON-only. Its ``percent`` never goes down, whatever order events arrive in.
 """
@@ -6,7 +6,6 @@ The payload is small and JSON-only. Its ``percent`` never goes down, whatever or
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,19 +15,6 @@ from .comfy.events import Event
 log = logging.getLogger("comfy_worker.progress")
 
 Sender = Callable[[dict[str, Any]], None]
-
-
-def runpod_sender(job: dict[str, Any]) -> Sender:
-    """progress_update posts to RunPod's job-done URL; locally there is none, so progress is only logged."""
-    if not os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
-        return lambda payload: log.debug("progress %s", payload)
-
-    from runpod.serverless import progress_update
-
-    def send(payload: dict[str, Any]) -> None:
-        progress_update(job, payload)
-
-    return send
 
 
 class ProgressTracker:

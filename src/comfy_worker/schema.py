@@ -97,6 +97,9 @@ class ExecutionConfig(_Strict):
                                            "each must exist and be an output node.", min_length=1)
     dry_run: bool = Field(False, description="Convert, apply `inputs` and run the pre-flight check only; return "
                           "the resolved API graph and the report without running anything.")
+    retry_on_oom: bool | None = Field(None, description="When a prompt runs out of GPU memory, free ComfyUI's "
+                                      "memory (models unloaded, caches dropped) and run it once more before "
+                                      "failing with OUT_OF_MEMORY. Default: the operator's `OOM_RETRY` (on).")
 
 
 class JobInput(_Strict):

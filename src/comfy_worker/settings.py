@@ -98,6 +98,20 @@ class Settings(BaseModel):
     refresh_worker: bool = _env("REFRESH_WORKER", "Ask RunPod for a fresh worker after every job.", False)
     refresh_worker_after_jobs: int = _env("REFRESH_WORKER_AFTER_JOBS", "Ask RunPod for a fresh worker after this "
                                           "many jobs (0: never).", 0, ge=0)
+    start_timeout: float | None = _env("START_TIMEOUT", "Seconds the worker may take to start (ComfyUI boot, "
+                                       "`start` model downloads, warm-up) before it gives up and ends without "
+                                       "taking a job. Default: RUNPOD_INIT_TIMEOUT minus 20 s when set, else "
+                                       "400 s (RunPod marks a worker unhealthy after 7 minutes by default).",
+                                       None, gt=0)
+    runpod_init_timeout: float | None = _env("RUNPOD_INIT_TIMEOUT", "RunPod's own limit, in seconds, on a "
+                                             "worker's start (an endpoint variable RunPod reads); the start "
+                                             "budget stays 20 s below it.", None, gt=0)
+    comfyui_max_restarts: int = _env("COMFYUI_MAX_RESTARTS", "Restarts in a row of a ComfyUI that dies within "
+                                     "a minute of starting before the worker gives up and ends (RunPod then "
+                                     "replaces it).", 3, ge=0)
+    oom_retry: bool = _env("OOM_RETRY", "When a prompt runs out of GPU memory, free ComfyUI's memory (models "
+                           "unloaded, caches dropped) and run it once more before failing with OUT_OF_MEMORY. "
+                           "A request can turn it off with `execution_config.retry_on_oom`.", True)
     warmup_workflow: Path | None = _env("WARMUP_WORKFLOW", "API-format workflow (JSON file, or a job file with an "
                                         "`input`) run once before the worker takes jobs, to load models.")
 
@@ -173,6 +187,15 @@ class Settings(BaseModel):
     @property
     def base_url(self) -> str:
         return self.comfyui_url or f"http://{self.comfyui_host}:{self.comfyui_port}"
+
+    @property
+    def start_budget(self) -> float:
+        """Seconds from process start until the worker must be ready to take jobs."""
+        if self.start_timeout is not None:
+            return self.start_timeout
+        if self.runpod_init_timeout is not None:
+            return max(30.0, self.runpod_init_timeout - 20.0)
+        return 400.0
 
     @property
     def manages_process(self) -> bool:

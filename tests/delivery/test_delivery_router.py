@@ -13,7 +13,7 @@ import pytest
 from delivery_helpers import ctx, mp4, output, png, text_output, wav
 from PIL import Image
 
-from comfy_worker.delivery import deliver_outputs, describe, stays_inline
+from comfy_worker.delivery import deliver_outputs, describe
 from comfy_worker.errors import ErrorCode, WorkerError
 from comfy_worker.media.encode import is_animated, png_text, strip_png_text
 from comfy_worker.schema import JobResult, OutputConfig, StorageConfig
@@ -199,17 +199,3 @@ def test_s3_requested_without_any_configuration_is_invalid_input():
 
 def test_strip_png_text_leaves_other_files_alone():
     assert strip_png_text(b"GIF89a...") == b"GIF89a..."
-
-
-@pytest.mark.parametrize(("provider", "limit", "inline"), [
-    ("auto", 10_000_000, True),     # fits: returned inline
-    ("auto", 100_000, False),       # over INLINE_MAX_BYTES: goes to storage
-    ("inline", 10_000_000, True),
-    ("inline", 100_000, False),     # refused as too large, not returned inline
-    ("s3", 10_000_000, False),
-    ("gdrive", 10_000_000, False),
-])
-def test_stays_inline_says_what_the_router_will_do(provider, limit, inline):
-    outputs = [output("v.mp4", b"\1" * 300_000, key="video")]
-    config = OutputConfig(storage=StorageConfig(provider=provider))
-    assert stays_inline(outputs, config, Settings(inline_max_bytes=limit)) is inline

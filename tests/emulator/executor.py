@@ -78,6 +78,7 @@ class Executor:
         self.interrupt_flag = threading.Event()
         self.hang_release = threading.Event()
         self.free_pending = False
+        self.free_calls: list[dict[str, bool]] = []  # every POST /free, for tests to read back
         self.client_id: str | None = None
         self.last_node_id: str | None = None
         self._thread = threading.Thread(target=self._worker, name="prompt_worker", daemon=True)
@@ -131,6 +132,7 @@ class Executor:
                 self.interrupt_flag.set()
 
     def free(self, unload_models: bool, free_memory: bool) -> None:
+        self.free_calls.append({"unload_models": unload_models, "free_memory": free_memory})
         if not free_memory:
             return
         with self.mutex:
@@ -141,6 +143,7 @@ class Executor:
 
     def reset(self) -> None:
         with self.mutex:
+            self.free_calls = []
             self.queue = []
             self.history.clear()
             self.cache.clear()
@@ -529,7 +532,8 @@ class _Run:
             while Faults.matches(self.ex.faults().hang_on_node, node_id, class_type) \
                     and not self.ex.hang_release.wait(0.05):
                 pass
-        if Faults.matches(faults.oom_on_node, node_id, class_type):
+        freed = any(call["unload_models"] or call["free_memory"] for call in self.ex.free_calls)
+        if Faults.matches(faults.oom_on_node, node_id, class_type) and not (faults.oom_until_free and freed):
             raise OutOfMemoryError("Allocation on device 0 would exceed allowed memory. (out of memory)")
         if Faults.matches(faults.error_on_node, node_id, class_type):
             raise RuntimeError(f"Emulated failure in node {node_id} ({class_type})")

@@ -26,6 +26,8 @@ class Faults(BaseModel):
                                                        "node starts; HTTP keeps answering.")
     oom_on_node: str | None = Field(None, description="class_type or node id: fails with "
                                                       "torch.OutOfMemoryError and ComfyUI's OOM tip.")
+    oom_until_free: bool = Field(False, description="With oom_on_node: the node runs out of memory only until "
+                                                    "POST /free has unloaded models or freed memory.")
     error_on_node: str | None = Field(None, description="class_type or node id: fails with a RuntimeError.")
     drop_ws_after: int | None = Field(None, ge=0, description="Close every websocket after N more frames.")
     drop_final_message: bool = Field(False, description="Never send execution_success nor the final "

@@ -26,6 +26,8 @@ from .validation import PromptValidator
 
 log = logging.getLogger("comfyui_emulator")
 
+# The device a test says this host has ("cuda"); the emulator reports the CPU otherwise, as with --cpu.
+DEVICE_ENV = "COMFY_EMULATOR_DEVICE"
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
 SERVER_FEATURES = {"supports_preview_metadata": True, "supports_model_type_tags": True,
@@ -118,6 +120,7 @@ class EmulatorServer:
         app.router.add_get("/__emulator__/faults", self.get_faults)
         app.router.add_post("/__emulator__/faults", self.post_faults)
         app.router.add_post("/__emulator__/reset", self.post_reset)
+        app.router.add_get("/__emulator__/free_calls", self.get_free_calls)
         app.on_startup.append(self._on_startup)
         return app
 
@@ -339,9 +342,17 @@ class EmulatorServer:
             "system": {"os": sys.platform, "ram_total": 0, "ram_free": 0, "comfyui_version": "0.33.0",
                        "python_version": sys.version, "pytorch_version": "emulated", "embedded_python": False,
                        "argv": self.argv},
-            "devices": [{"name": "cpu", "type": "cpu", "index": None, "vram_total": 0, "vram_free": 0,
-                         "torch_vram_total": 0, "torch_vram_free": 0}],
+            "devices": [self._device()],
         })
+
+    def _device(self) -> dict[str, Any]:
+        """What a real ComfyUI reports: the CPU with --cpu, else the GPU a test says this host has."""
+        if "--cpu" in self.argv or os.environ.get(DEVICE_ENV, "cpu") != "cuda":
+            return {"name": "cpu", "type": "cpu", "index": None, "vram_total": 0, "vram_free": 0,
+                    "torch_vram_total": 0, "torch_vram_free": 0}
+        return {"name": "cuda:0 NVIDIA H200 : cudaMallocAsync", "type": "cuda", "index": 0,
+                "vram_total": 150_000_000_000, "vram_free": 149_000_000_000, "torch_vram_total": 0,
+                "torch_vram_free": 0}
 
     async def features(self, request: web.Request) -> web.Response:
         return web.json_response(SERVER_FEATURES)
@@ -370,6 +381,9 @@ class EmulatorServer:
             return web.json_response({"error": str(err)}, status=400)
         self.set_faults(faults)
         return web.json_response(faults.model_dump())
+
+    async def get_free_calls(self, request: web.Request) -> web.Response:
+        return web.json_response(self.executor.free_calls)
 
     async def post_reset(self, request: web.Request) -> web.Response:
         self.set_faults(Faults())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -157,6 +158,29 @@ class ComfyClient:
         if resp.status_code != 200:
             raise FileNotFoundError(f"/view {folder_type}/{subfolder}/{filename}: HTTP {resp.status_code}")
         return resp.content
+
+    def view_to(self, filename: str, subfolder: str, folder_type: str, target: Path) -> int:
+        """Stream a file from `/view` into `target` (never all in memory); returns its size."""
+        url = self.base_url + "/view?" + urlencode({"filename": filename, "subfolder": subfolder,
+                                                    "type": folder_type})
+        try:
+            resp = self.pool.request("GET", url, preload_content=False,
+                                     timeout=urllib3.Timeout(connect=self.timeout, read=max(self.timeout, 120)))
+        except urllib3.exceptions.HTTPError as exc:
+            raise ComfyUnavailable(f"GET /view: {exc}") from exc
+        try:
+            if resp.status != 200:
+                raise FileNotFoundError(f"/view {folder_type}/{subfolder}/{filename}: HTTP {resp.status}")
+            size = 0
+            with target.open("wb") as out:
+                for chunk in resp.stream(1 << 20):
+                    out.write(chunk)
+                    size += len(chunk)
+            return size
+        except urllib3.exceptions.HTTPError as exc:
+            raise ComfyUnavailable(f"GET /view: {exc}") from exc
+        finally:
+            resp.release_conn()
 
     def models_folders(self) -> list[str]:
         return self._json("GET", "/models")

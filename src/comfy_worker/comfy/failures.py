@@ -97,3 +97,13 @@ def history_error(entry: dict[str, Any], workflow: dict[str, Any]) -> WorkerErro
                                {"node_id": node_id, "class_type": data.get("node_type")})
     return WorkerError(ErrorCode.EXECUTION_ERROR, "ComfyUI reported the prompt as failed without an error message",
                        {"status": status})
+
+
+def out_of_memory_again(first: WorkerError, freed: bool, attempts: list[str]) -> WorkerError:
+    """OUT_OF_MEMORY after the one retry: says what was tried, so the caller knows a plain retry is futile."""
+    tried = ("ComfyUI's memory was freed (models unloaded, caches dropped) and the prompt run again"
+             if freed else "the prompt was run again (ComfyUI could not be asked to free its memory)")
+    return WorkerError(ErrorCode.OUT_OF_MEMORY, f"{first.message}; {tried}, and it ran out of memory again",
+                       {**first.details, "retried": True, "memory_freed": freed, "earlier_prompt_ids": attempts},
+                       retryable=False)
+

@@ -52,6 +52,9 @@ class ComfyProcess:
         self._lock = threading.Lock()
         self._log = collections.deque(maxlen=settings.comfyui_log_lines)
         self._listeners: list[ExitListener] = []
+        self._failure_listeners: list[Callable[[str], None]] = []
+        self.failure: str | None = None  # set once the supervisor gives up: ComfyUI stays down
+        self._verdict = threading.Event()  # set once the supervisor has decided about an exit
         self._stopping = False
         self._ready = threading.Event()
         self.generation = 0
@@ -65,9 +68,26 @@ class ComfyProcess:
     def add_exit_listener(self, listener: ExitListener) -> None:
         self._listeners.append(listener)
 
+    def add_failure_listener(self, listener: Callable[[str], None]) -> None:
+        self._failure_listeners.append(listener)
+
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code of the current process once it has exited (before the supervisor has seen it too)."""
+        proc = self._proc
+        if proc is not None and proc.poll() is not None:
+            return proc.returncode
+        return self.last_exit_code
+
+    def wait_verdict(self, timeout: float) -> None:
+        """After ComfyUI went down: wait (bounded) until the supervisor has decided to restart it or to give
+        up, so that a job's failure can say which, and the worker knows whether to end."""
+        if not self.is_alive() and self._supervisor is not None:
+            self._verdict.wait(timeout)
 
     def is_alive(self) -> bool:
         proc = self._proc
@@ -104,6 +124,7 @@ class ComfyProcess:
         env.setdefault("PYTHONUNBUFFERED", "1")
         with self._lock:
             self._ready.clear()
+            self._verdict.clear()
             self.generation += 1
             log.info("starting ComfyUI (generation %d): %s", self.generation, shlex.join(cmd))
             self._started_at = time.monotonic()
@@ -196,15 +217,25 @@ class ComfyProcess:
             if self._stopping:
                 return
             log.error("ComfyUI exited with code %s after %.1f s", code, uptime)
+            if self.boot_seconds is None:
+                # It never answered: the worker's start fails with this exit, it is not retried.
+                self._give_up(f"ComfyUI exited with code {code} before it answered")
+                return
             for listener in list(self._listeners):
                 try:
                     listener(code)
                 except Exception:  # a listener must never stop the restart
                     log.exception("exit listener failed")
             if not self.settings.comfyui_restart:
+                self._give_up(f"ComfyUI exited with code {code} and COMFYUI_RESTART is off")
                 return
             # Back off only when it keeps dying soon after start; a long-lived process restarts at once.
             self.restarts = self.restarts + 1 if uptime < 60 else 1
+            if self.restarts > self.settings.comfyui_max_restarts:
+                self._give_up(f"ComfyUI exited with code {code} {self.restarts} times in a row within a minute "
+                              "of starting")
+                return
+            self._verdict.set()  # it will be restarted
             delay = 0.0
             if self.restarts > 1:
                 delay = min(self.settings.comfyui_restart_backoff_max, 0.5 * 2 ** (self.restarts - 2))
@@ -214,11 +245,24 @@ class ComfyProcess:
                 return
             try:
                 self._spawn()
-            except OSError:
-                log.exception("could not restart ComfyUI")
+            except OSError as exc:
+                self._give_up(f"ComfyUI could not be restarted: {exc}")
                 return
-            if not self.wait_ready(self.settings.comfyui_start_timeout):
-                log.error("restarted ComfyUI did not become ready")
+            if not self.wait_ready(self.settings.comfyui_start_timeout) and self.is_alive():
+                self._give_up(f"the restarted ComfyUI did not answer within "
+                              f"{self.settings.comfyui_start_timeout:.0f} s")
+                return
+
+    def _give_up(self, reason: str) -> None:
+        """ComfyUI stays down: tell the listeners (the worker ends rather than take jobs it cannot run)."""
+        self.failure = reason
+        self._verdict.set()
+        log.error("%s; ComfyUI is not restarted again", reason)
+        for listener in list(self._failure_listeners):
+            try:
+                listener(reason)
+            except Exception:  # a listener must never break the supervisor
+                log.exception("failure listener failed")
 
 
 def _die_with_parent() -> None:

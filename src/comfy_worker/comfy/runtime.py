@@ -63,11 +63,14 @@ class ComfyRuntime:
             self.boot_error = str(exc)
             log.error("ComfyUI could not be started: %s", exc)
 
-    def wait(self) -> bool:
-        """Wait until the started ComfyUI answers, then connect the event stream and read the catalogue."""
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the started ComfyUI answers (at most COMFYUI_START_TIMEOUT from its start, and at most
+        `timeout` from now), then connect the event stream and read the catalogue."""
         if self.boot_error is not None and self.process is not None and not self.process.is_alive():
             return False
         remaining = max(1.0, self.settings.comfyui_start_timeout - (time.monotonic() - self._boot_started))
+        if timeout is not None:
+            remaining = min(remaining, timeout)
         if self.process is not None:
             ready = self.process.wait_ready(remaining)
         else:
@@ -110,8 +113,36 @@ class ComfyRuntime:
         if self.process is None:
             return f"no answer from {self.settings.base_url}"
         if not self.process.is_alive():
-            return f"ComfyUI exited with code {self.process.last_exit_code}"
-        return f"ComfyUI did not answer within {self.settings.comfyui_start_timeout:.0f} s"
+            return self.describe_exit()
+        return f"ComfyUI did not answer within {time.monotonic() - self._boot_started:.0f} s"
+
+    def describe_exit(self) -> str:
+        """What became of a managed ComfyUI that is not running: its exit code and last log line."""
+        if self.process is None:
+            return f"no answer from {self.settings.base_url}"
+        tail = [line for line in self.process.log_tail(40) if line.strip()]
+        last = f"; its last log line: {tail[-1].strip()[:300]}" if tail else ""
+        if self.process.pid is None:
+            return "ComfyUI was never started" + last
+        return f"ComfyUI exited with code {self.process.exit_code}{last}"
+
+    @property
+    def failure(self) -> str | None:
+        """Why a managed ComfyUI cannot be brought back (None while it can)."""
+        return self.process.failure if self.process is not None else None
+
+    def verdict(self, timeout: float = 5.0) -> str | None:
+        """Once ComfyUI went down: wait (bounded) for the supervisor's decision; the failure reason if it gave
+        up, else None (it runs, or is being restarted)."""
+        if self.process is None:
+            return None
+        self.process.wait_verdict(timeout)
+        return self.process.failure
+
+    def on_failure(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(reason)` once ComfyUI has died for good (the supervisor gave up)."""
+        if self.process is not None:
+            self.process.add_failure_listener(listener)
 
     def _on_exit(self, code: int) -> None:
         self.events.broadcast(Event(COMFY_EXITED, {"exit_code": code}))

@@ -3,9 +3,8 @@
 from .base import DeliveryContext, DeliveryProvider, describe
 from .gdrive import GDriveDelivery
 from .inline import InlineDelivery
-from .router import DeliveryResult, compat_images, deliver_outputs, inline_size, stays_inline
+from .router import DeliveryResult, compat_images, deliver_outputs, inline_size
 from .s3 import S3Delivery, S3Target, s3_target
 
 __all__ = ["DeliveryContext", "DeliveryProvider", "DeliveryResult", "GDriveDelivery", "InlineDelivery",
-           "S3Delivery", "S3Target", "compat_images", "deliver_outputs", "describe", "inline_size", "s3_target",
-           "stays_inline"]
+           "S3Delivery", "S3Target", "compat_images", "deliver_outputs", "describe", "inline_size", "s3_target"]

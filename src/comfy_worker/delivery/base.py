@@ -8,8 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..media.outputs import ProducedOutput, image_size
-from ..media.probe import probe
+from ..media.probe import probe_stream
 from ..schema import OutputEntry
+
+
+# Images this small are read whole when their header alone does not give the size.
+_WHOLE_IMAGE_MAX = 32 * 1024 * 1024
 
 
 @dataclass
@@ -25,21 +29,25 @@ def describe(item: ProducedOutput, **extra: Any) -> OutputEntry:
     """The result entry of an output, before the provider adds `data` or `url`.
 
     Width/height come from image headers (images, animations) or the MP4/MOV track header (video);
-    duration from WAV, FLAC and MP4/MOV headers. Nothing is decoded."""
-    content = item.content()
+    duration from WAV, FLAC and MP4/MOV headers. Nothing is decoded, and a file output is streamed for its
+    hash and read only at its header for the rest: describing never loads a whole video."""
+    size = item.size()
     width = height = None
     duration = None
     if item.kind in {"image", "animation"}:
-        size = image_size(content)
-        if size:
-            width, height = size
+        found = image_size(item.head())
+        if found is None and size <= _WHOLE_IMAGE_MAX:
+            found = image_size(item.content())  # a JPEG whose frame header follows large metadata
+        if found:
+            width, height = found
     elif item.kind in {"video", "audio"}:
-        facts = probe(content)
+        with item.open() as stream:
+            facts = probe_stream(stream, size)
         width, height, duration = facts.width, facts.height, facts.duration
     return OutputEntry(
         node_id=item.node_id, kind=item.kind, key=item.key,  # type: ignore[arg-type]
         filename=item.filename, type=item.ref.type if item.ref else None,  # type: ignore[arg-type]
-        mime_type=item.mime_type, size=len(content), sha256=item.sha256(), width=width, height=height,
+        mime_type=item.mime_type, size=size, sha256=item.sha256(), width=width, height=height,
         duration=duration, text=item.text, source_filename=item.source_filename, **extra)
 
 

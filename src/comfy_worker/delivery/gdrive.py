@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import logging
 import random
@@ -152,16 +151,20 @@ class GDriveDelivery(DeliveryProvider):
         body: dict[str, Any] = {"name": name, "mimeType": item.mime_type.split(";")[0]}
         if folder:
             body["parents"] = [folder]
-        data = item.content()
         # Small files go in one multipart request (Google's advice up to 5 MB); larger ones resumably, chunk
-        # by chunk, so a dropped connection costs one chunk, not the file.
-        resumable = len(data) > min(_MULTIPART_MAX, self.settings.gdrive_chunk_size)
-        media = MediaIoBaseUpload(io.BytesIO(data), mimetype=body["mimeType"],
-                                  chunksize=self.settings.gdrive_chunk_size, resumable=resumable)
-        request = service.files().create(body=body, media_body=media, supportsAllDrives=True,
-                                         fields="id,name,webViewLink,webContentLink")
-        if not resumable:
-            return self._with_retries(request.execute, name)  # type: ignore[no-any-return]
+        # by chunk from the output's file, so a dropped connection costs one chunk, not the file, and the
+        # output is never all in memory.
+        resumable = item.size() > min(_MULTIPART_MAX, self.settings.gdrive_chunk_size)
+        with item.open() as stream:
+            media = MediaIoBaseUpload(stream, mimetype=body["mimeType"], chunksize=self.settings.gdrive_chunk_size,
+                                      resumable=resumable)
+            request = service.files().create(body=body, media_body=media, supportsAllDrives=True,
+                                             fields="id,name,webViewLink,webContentLink")
+            if not resumable:
+                return self._with_retries(request.execute, name)  # type: ignore[no-any-return]
+            return self._resumable(request, name)
+
+    def _resumable(self, request: Any, name: str) -> dict[str, Any]:
         response = None
         failures = 0
         while response is None:

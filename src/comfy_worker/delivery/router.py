@@ -91,7 +91,7 @@ def inline_size(outputs: list[ProducedOutput]) -> int:
     """Bytes the outputs take in the result JSON when returned inline (outputs plus the compat list)."""
     total = 0
     for item in outputs:
-        n = len(item.content())
+        n = item.size()
         if item.kind == "text":
             total += n * 2 + _ENTRY_OVERHEAD  # escaped characters can double the size
         else:
@@ -144,11 +144,6 @@ def choose_provider(outputs: list[ProducedOutput], config: OutputConfig, s3_conf
     raise _too_large(size, limit, outputs, "inline delivery was requested")
 
 
-def stays_inline(outputs: list[ProducedOutput], config: OutputConfig, settings: Settings) -> bool:
-    """Whether these outputs will be returned inline (no storage, no network), as choose_provider decides."""
-    return _fits_inline(_provider_name(config, settings), inline_size(outputs), settings)
-
-
 def _provider_name(config: OutputConfig, settings: Settings) -> str:
     return config.storage.provider or settings.delivery_provider
 
@@ -163,7 +158,7 @@ def _too_large(size: int, limit: int, outputs: list[ProducedOutput], why: str) -
         f"the outputs take about {size / 1e6:.1f} MB inline, over the limit of {limit / 1e6:.1f} MB "
         f"(INLINE_MAX_BYTES), and {why}; configure S3 or Google Drive (output_config.storage)",
         {"inline_bytes": size, "limit_bytes": limit,
-         "outputs": [{"node_id": o.node_id, "filename": o.filename, "size": len(o.content())} for o in outputs]})
+         "outputs": [{"node_id": o.node_id, "filename": o.filename, "size": o.size()} for o in outputs]})
 
 
 def compat_images(entries: list[OutputEntry]) -> list[CompatImage]:

@@ -8,7 +8,6 @@ partial delivery. Credentials are kept out of logs, errors and results.
 
 from __future__ import annotations
 
-import io
 import logging
 import random
 import re
@@ -269,16 +268,18 @@ class S3Delivery(DeliveryProvider):
         tries = self.settings.upload_retries
         for attempt in range(1, tries + 1):
             try:
-                data = up.item.content()
                 content_type = up.item.mime_type.split(";")[0]
-                if len(data) < transfer.multipart_threshold:
-                    # One request. upload_fileobj would build a transfer manager (thread pool, futures) for
-                    # it, which costs more CPU than the upload of an image; outputs are uploaded in parallel
-                    # one level up anyway.
-                    client.put_object(Bucket=self.target.bucket, Key=up.key, Body=data, ContentType=content_type)
-                else:
-                    client.upload_fileobj(io.BytesIO(data), self.target.bucket, up.key,
-                                          ExtraArgs={"ContentType": content_type}, Config=transfer)
+                # Streamed from the output's file: an upload never holds the whole output in memory.
+                with up.item.open() as body:
+                    if up.item.size() < transfer.multipart_threshold:
+                        # One request. upload_fileobj would build a transfer manager (thread pool, futures)
+                        # for it, which costs more CPU than the upload of an image; outputs are uploaded in
+                        # parallel one level up anyway.
+                        client.put_object(Bucket=self.target.bucket, Key=up.key, Body=body,
+                                          ContentType=content_type)
+                    else:
+                        client.upload_fileobj(body, self.target.bucket, up.key,
+                                              ExtraArgs={"ContentType": content_type}, Config=transfer)
                 return
             except (ClientError, BotoCoreError, ConnectionError, TimeoutError) as exc:
                 if attempt == tries or not is_transient(exc):

@@ -9,12 +9,13 @@ text output. Nothing else is dropped silently: unknown shapes become warnings.
 from __future__ import annotations
 
 import hashlib
+import io
 import mimetypes
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 # Keys whose lists hold flags or metadata rather than files.
 _NON_OUTPUT_KEYS = {"animated"}
@@ -89,7 +90,11 @@ class FileRef:
 
 @dataclass
 class ProducedOutput:
-    """One output of a prompt: a file (read lazily) or a text."""
+    """One output of a prompt: a file or a text.
+
+    A file output is read where it lies (`path`: ComfyUI's own file, or a copy fetched from `/view`) and
+    streamed from there: its size, hash and header facts never need the whole file in memory, and storage
+    uploads stream it. `content()` loads the bytes only for what needs them (inline base64, re-encoding)."""
 
     node_id: str
     key: str
@@ -98,28 +103,70 @@ class ProducedOutput:
     ref: FileRef | None = None
     text: str | None = None
     source_filename: str | None = None  # the name ComfyUI wrote, when re-encoding changed it
+    path: Path | None = None
     _content: bytes | None = field(default=None, repr=False)
-    _loader: Callable[[FileRef], bytes] | None = field(default=None, repr=False)
+    _locate: Callable[[FileRef], Path] | None = field(default=None, repr=False)
+    _sha256: str | None = field(default=None, repr=False)
 
     @property
     def filename(self) -> str | None:
         return self.ref.filename if self.ref else None
 
+    def locate(self) -> Path | None:
+        """The file holding this output's bytes (found, or fetched, once); None for texts and in-memory data."""
+        if self.path is None and self._content is None and self.text is None:
+            assert self.ref is not None and self._locate is not None
+            self.path = self._locate(self.ref)
+        return self.path
+
+    def size(self) -> int:
+        if self._content is not None:
+            return len(self._content)
+        if self.text is not None:
+            return len(self.text.encode("utf-8"))
+        path = self.locate()
+        assert path is not None
+        return path.stat().st_size
+
+    def open(self) -> BinaryIO:
+        """A binary stream of the bytes, from the file when there is one."""
+        path = self.locate() if self._content is None else None
+        if path is not None:
+            return path.open("rb")
+        return io.BytesIO(self.content())
+
+    def head(self, limit: int = 1 << 18) -> bytes:
+        """The first `limit` bytes: enough for the size of an image or the start of a media header."""
+        if self._content is not None or self.text is not None:
+            return self.content()[:limit]
+        with self.open() as stream:
+            return stream.read(limit)
+
     def content(self) -> bytes:
-        """The bytes of the output (UTF-8 for text), loaded once."""
+        """All the bytes (UTF-8 for text), loaded once; `release()` forgets them."""
         if self._content is None:
             if self.text is not None:
                 self._content = self.text.encode("utf-8")
             else:
-                assert self.ref is not None and self._loader is not None
-                self._content = self._loader(self.ref)
+                path = self.locate()
+                assert path is not None
+                self._content = path.read_bytes()
         return self._content
 
     def sha256(self) -> str:
-        return hashlib.sha256(self.content()).hexdigest()
+        if self._sha256 is None:
+            digest = hashlib.sha256()
+            if self._content is not None or self.text is not None:
+                digest.update(self.content())
+            else:
+                with self.open() as stream:
+                    for chunk in iter(lambda: stream.read(1 << 20), b""):
+                        digest.update(chunk)
+            self._sha256 = digest.hexdigest()
+        return self._sha256
 
     def release(self) -> None:
-        """Forget the loaded bytes once delivered, so a large job does not hold them all."""
+        """Forget loaded bytes once delivered (the last use), so a large job never holds them all."""
         self._content = None
 
 
@@ -136,7 +183,7 @@ def _is_file_entry(value: Any) -> bool:
 
 
 def collect_outputs(history_outputs: dict[str, Any], *, include_temp: bool,
-                    loader: Callable[[FileRef], bytes]) -> Collected:
+                    locate: Callable[[FileRef], Path]) -> Collected:
     """Turn a history entry's ``outputs`` into the list of outputs to deliver, in node-id order."""
     outputs: list[ProducedOutput] = []
     warnings: list[str] = []
@@ -177,7 +224,7 @@ def collect_outputs(history_outputs: dict[str, Any], *, include_temp: bool,
                 seen.add(ident)
                 mime = guess_mime(ref.filename)
                 outputs.append(ProducedOutput(node_id=node_id, key=key, kind=kind_for(key, ref.filename, mime),
-                                              mime_type=mime, ref=ref, _loader=loader))
+                                              mime_type=mime, ref=ref, _locate=locate))
     return Collected(outputs=outputs, warnings=warnings, temp_files=temp_files, skipped_temp=skipped_temp)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import BinaryIO
 
 
 @dataclass(frozen=True)
@@ -14,10 +15,47 @@ class MediaFacts:
     height: int | None = None
 
 
-def probe(data: bytes) -> MediaFacts:
+# An MP4's moov box (track tables) is small next to the media; larger ones are not read for a header fact.
+_MAX_MOOV = 64 * 1024 * 1024
+
+
+def probe_stream(stream: BinaryIO, size: int) -> MediaFacts:
+    """The same facts from a file, reading only its header (and, for MP4/MOV, its moov box): a video of
+    gigabytes is never loaded for them."""
+    head = stream.read(1 << 16)
+    if head[4:8] != b"ftyp":
+        return probe(head, total_size=size)
+    pos = 0
+    while pos + 8 <= size:
+        stream.seek(pos)
+        header = stream.read(16)
+        if len(header) < 8:
+            break
+        box_size, box = struct.unpack(">I4s", header[:8])
+        header_len = 8
+        if box_size == 1 and len(header) == 16:
+            box_size, header_len = struct.unpack(">Q", header[8:16])[0], 16
+        elif box_size == 0:
+            box_size = size - pos
+        if box_size < header_len:
+            break
+        if box == b"moov":
+            if box_size > _MAX_MOOV:
+                break
+            stream.seek(pos)
+            return probe(stream.read(box_size))
+        pos += box_size
+    return MediaFacts()
+
+
+def probe(data: bytes, *, total_size: int | None = None) -> MediaFacts:
+    """Facts from the bytes given: a whole file, its head (`total_size` is then the file's size), or an MP4
+    moov box."""
     try:
         if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-            return MediaFacts(duration=_wav_duration(data))
+            return MediaFacts(duration=_wav_duration(data, total_size or len(data)))
+        if data[4:8] == b"moov":
+            return _mp4_facts(data)
         if data[:4] == b"fLaC":
             return MediaFacts(duration=_flac_duration(data))
         if data[4:8] == b"ftyp":
@@ -27,7 +65,7 @@ def probe(data: bytes) -> MediaFacts:
     return MediaFacts()
 
 
-def _wav_duration(data: bytes) -> float | None:
+def _wav_duration(data: bytes, total_size: int) -> float | None:
     pos = 12
     byte_rate = None
     while pos + 8 <= len(data):
@@ -38,7 +76,7 @@ def _wav_duration(data: bytes) -> float | None:
         elif chunk_id == b"data":
             # Streamed WAVs (ComfyUI's audio nodes via torchaudio can write these) carry 0xFFFFFFFF.
             if size in (0, 0xFFFFFFFF):
-                size = len(data) - pos - 8
+                size = total_size - pos - 8
             return round(size / byte_rate, 3) if byte_rate else None
         pos += 8 + size + (size & 1)
     return None

@@ -1,0 +1,149 @@
+"""What the worker asks of the runpod SDK (runpod 1.12.0) beyond `runpod.serverless.start`.
+
+- The SDK's automatic start-up checks are turned off: on a host where `nvidia-smi` works they import torch
+  in the worker process and run a matmul on cuda:0 (a CUDA context of the worker's own, VRAM taken from
+  ComfyUI, and a 2 s limit a slow GPU start can miss), they fail the worker below 10 % free disk (after
+  start-up model downloads that is normal), and they need a route to 8.8.8.8. The worker's own check
+  (`comfyui_fitness`) replaces them: ComfyUI ready, on the device this host has.
+- The SDK's logger prints every handler result whole at DEBUG (its default) and the single-job result at
+  INFO: base64 outputs and inputs, presigned URLs. Its messages pass through `redact` first.
+- Progress goes through `ProgressPoster`, which posts in order and is closed before the result is
+  returned, so no progress post can arrive after the result (the SDK's `progress_update` posts from a
+  thread of its own per call, unordered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from .logs import redact
+
+log = logging.getLogger("comfy_worker.sdk")
+
+SDK_CHECK_SWITCHES = ("RUNPOD_SKIP_AUTO_SYSTEM_CHECKS", "RUNPOD_SKIP_GPU_CHECK")
+
+def production_mode() -> bool:
+    """Whether the SDK will run its job loop against RunPod (it decides by this variable alone)."""
+    return bool(os.environ.get("RUNPOD_WEBHOOK_GET_JOB"))
+
+
+def disable_sdk_checks() -> None:
+    """Turn the SDK's automatic fitness checks off for this process (they are read when they run)."""
+    for name in SDK_CHECK_SWITCHES:
+        if os.environ.get(name, "").lower() != "true":
+            os.environ[name] = "true"
+
+
+def redact_sdk_logs(level: str | None = None) -> None:
+    """Route every message of the SDK's logger through `redact`, and set its level (INFO unless the operator
+    chose one with RUNPOD_LOG_LEVEL: the SDK's own default, DEBUG, logs every result)."""
+    from runpod.serverless.modules.rp_logger import RunPodLogger
+
+    original = RunPodLogger.log
+    if not getattr(original, "_redacting", False):
+        def log_redacted(self: RunPodLogger, message: Any, message_level: str = "INFO",
+                         job_id: str | None = None) -> None:
+            original(self, redact(str(message)), message_level, job_id)
+
+        log_redacted._redacting = True  # type: ignore[attr-defined]
+        RunPodLogger.log = log_redacted  # type: ignore[method-assign]
+    chosen = level or os.environ.get("RUNPOD_LOG_LEVEL") or os.environ.get("RUNPOD_DEBUG_LEVEL") or "INFO"
+    logger = RunPodLogger()
+    if logger.level != chosen.upper():
+        logger.set_level(chosen.upper())
+
+
+def register_fitness(check: Callable[[], None]) -> None:
+    """Register the worker's start-up check with the SDK: in production a failure is reported to RunPod and
+    ends the process (exit code 1) before any job is taken. The SDK runs no check in its local modes."""
+    from runpod.serverless import register_fitness_check
+
+    register_fitness_check(check)
+
+
+Poster = Callable[[dict[str, Any]], Any]
+
+
+class ProgressPoster:
+    """A job's progress, posted to RunPod's job-done URL as the SDK's `progress_update` does, but in order:
+    one post at a time, the latest payload replacing any not yet sent, and `aclose()` waits for the post in
+    flight (bounded) and drops the rest, so no progress post can arrive after the job's result.
+
+    `post` is a coroutine function taking the payload; the default is the SDK's own `send_result` with
+    `{"status": "IN_PROGRESS", "output": payload}` on a session of the poster's own."""
+
+    def __init__(self, job: dict[str, Any], post: Callable[[dict[str, Any]], Any] | None = None, *,
+                 close_timeout: float = 15.0) -> None:
+        self.job = job
+        self._post = post
+        self._session: Any = None
+        self._pending: dict[str, Any] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.close_timeout = close_timeout
+        self.sent = 0
+
+    def send(self, payload: dict[str, Any]) -> None:
+        """Queue a payload (never blocks; called on the job's event loop)."""
+        if self._closed:
+            return
+        self._pending = payload
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._pump())
+
+    async def _pump(self) -> None:
+        while self._pending is not None and not self._closed:
+            payload, self._pending = self._pending, None
+            try:
+                await self._send_one(payload)
+                self.sent += 1
+            except Exception as exc:  # progress must never fail a job
+                log.warning("job=%s progress post failed: %s", self.job.get("id"), exc)
+
+    async def _send_one(self, payload: dict[str, Any]) -> None:
+        if self._post is not None:
+            await self._post(payload)
+            return
+        import aiohttp
+        from runpod.http_client import get_auth_header
+        from runpod.serverless.modules.rp_http import send_result
+
+        if self._session is None:
+            # Bounded, unlike the SDK's own session (600 s): a progress post must never hold a job's result.
+            self._session = aiohttp.ClientSession(headers=get_auth_header(),
+                                                  timeout=aiohttp.ClientTimeout(total=5))
+        await send_result(self._session, {"status": "IN_PROGRESS", "output": payload}, self.job)
+
+    async def aclose(self) -> None:
+        """Stop taking payloads, wait for the post in flight, then release the session."""
+        self._closed = True
+        self._pending = None
+        task = self._task
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), self.close_timeout)
+            except asyncio.TimeoutError:
+                log.error("job=%s a progress post took over %.0f s; it is abandoned before the result",
+                          self.job.get("id"), self.close_timeout)
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        if self._session is not None:
+            with contextlib.suppress(Exception):
+                await self._session.close()
+            self._session = None
+
+
+def progress_sender(job: dict[str, Any]) -> tuple[Callable[[dict[str, Any]], None], ProgressPoster | None]:
+    """Where a job's progress goes: RunPod's job-done URL in production, the log otherwise."""
+    if not os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
+        job_id = job.get("id")
+        return (lambda payload: log.debug("job=%s progress %s", job_id, json.dumps(payload))), None
+    poster = ProgressPoster(job)
+    return poster.send, poster
