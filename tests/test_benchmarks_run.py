@@ -43,6 +43,13 @@ def test_overhead_benchmark_prints_both_medians_and_the_ratio(scratch: Path) -> 
     assert "ratio worker/direct = " in output
 
 
+def test_memory_benchmark_prints_idle_peak_and_the_target(scratch: Path) -> None:
+    output = _run("bench_memory.py", scratch, "--outputs", "2", "--mb", "1")
+    assert "job: 2 outputs x 1 MB = 2 MB, delivered to S3" in output
+    assert "worker RSS idle" in output and "above idle / sum of outputs = " in output
+    assert "target: above idle <= largest output + 64 MB" in output
+
+
 @pytest.mark.slow
 def test_delivery_benchmark_prints_throughputs_cpu_and_ratios(scratch: Path) -> None:
     output = _run("bench_delivery.py", scratch, "--workloads", "3x1,2x2", "--rounds", "1")

@@ -475,7 +475,7 @@ class _Run:
             ctx = NodeContext(node_id=node_id, class_type=class_type, prompt_id=self.prompt_id,
                               prompt=self.prompt, extra_data=self.extra_data, folders=ex.catalogue.folders,
                               catalogue=ex.catalogue, disable_metadata=ex.disable_metadata,
-                              step=lambda v, m: self._step(node_id, v, m))
+                              step=lambda v, m: self._step(node_id, v, m), faults=ex.faults())
             impl = IMPLEMENTATIONS.get(class_type)
             if impl is not None:
                 outputs = impl(ctx, **call_inputs)

@@ -35,6 +35,8 @@ class Faults(BaseModel):
     start_delay: float = Field(0.0, ge=0, description="Seconds before the HTTP server answers (boot only).")
     exit_at_start: int | None = Field(None, description="Exit with this code before serving (boot only).")
     fail_upload: bool = Field(False, description="POST /upload/image answers 500.")
+    video_bytes: int | None = Field(None, ge=0, description="SaveVideo writes files of this size (random, "
+                                                            "incompressible media data): large outputs on demand.")
 
     @staticmethod
     def matches(target: str | None, node_id: str, class_type: str) -> bool:
