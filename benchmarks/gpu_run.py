@@ -55,13 +55,15 @@ FIGURES: dict[str, tuple[str, str]] = {
     "torch_vram_free_before_free_memory": ("torch_vram_free before", "GiB"),
     "torch_vram_free_after_free_memory": ("torch_vram_free after", "GiB"),
     "oom_error_code": ("Error code of a job that runs out of GPU memory", ""),
-    "oom_job_s": ("Time until the out-of-memory job failed", "s"),
+    "oom_job_s": ("Time until the out-of-memory job failed (both attempts)", "s"),
+    "oom_retried_after_free": ("It was run once more after ComfyUI freed its memory (details.retried)", ""),
     "job_after_oom_ok": ("Next job after the out-of-memory one succeeded", ""),
     "cancel_to_queue_empty_s": (f"Cancel mid-sampling until ComfyUI's queue is empty (target < {CANCEL_TARGET_S:.0f} s)",
                                 "s"),
 }
 GPU_ONLY = {"vram_free_before_free_memory", "vram_free_after_free_memory", "torch_vram_free_before_free_memory",
-            "torch_vram_free_after_free_memory", "oom_error_code", "oom_job_s", "job_after_oom_ok"}
+            "torch_vram_free_after_free_memory", "oom_error_code", "oom_job_s", "oom_retried_after_free",
+            "job_after_oom_ok"}
 NOT_ON_CPU = "not measured on CPU"
 
 
@@ -414,10 +416,13 @@ def out_of_memory(bench: Bench, results: Results, runtime: Any, settings: Any) -
     if "error" not in result:
         results.missing("oom_error_code", f"batch {a.oom_batch} at {a.oom_size}px did not run out of memory")
         results.missing("oom_job_s", "no out-of-memory happened")
+        results.missing("oom_retried_after_free", "no out-of-memory happened")
     else:
         error = json.loads(result["error"])
         results.set("oom_error_code", error.get("code"), note=str(error.get("message", ""))[:160])
         results.set("oom_job_s", seconds)
+        details = error.get("details") or {}
+        results.set("oom_retried_after_free", bool(details.get("retried") and details.get("memory_freed")))
     after = run_worker_job(runtime, settings, {"workflow": txt2img_workflow(a.size, a.steps, 8)}, "after-oom")
     results.set("job_after_oom_ok", "error" not in after,
                 note=None if "error" not in after else after["error"][:160])
@@ -534,7 +539,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             step(["vram_free_before_free_memory", "vram_free_after_free_memory",
                   "torch_vram_free_before_free_memory", "torch_vram_free_after_free_memory"], 30,
                  lambda: free_memory(bench, results, runtime, settings))
-            step(["oom_error_code", "oom_job_s", "job_after_oom_ok"], 60,
+            step(["oom_error_code", "oom_job_s", "oom_retried_after_free", "job_after_oom_ok"], 60,
                  lambda: out_of_memory(bench, results, runtime, settings))
         step(["cancel_to_queue_empty_s"], 30, lambda: cancel(bench, results, runtime, settings))
     finally:

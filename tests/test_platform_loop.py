@@ -24,7 +24,9 @@ from PIL import Image
 from comfy_worker import mermaid
 from comfy_worker.localserver import REPO_ROOT, LocalWorkerServer
 from tests.emulator import FAULTS_ENV
-from tests.platform import SDK_VERSION, Call, RunPodPlatform, WorkerProcess, fake_nvidia_smi, to_mermaid
+from tests.emulator.server import DEVICE_ENV
+from tests.platform import (SDK_VERSION, Call, RunPodPlatform, WorkerProcess, fake_nvidia_smi, recording_torch,
+                            to_mermaid)
 
 from .workerkit import empty_image_workflow, invert_workflow, png_b64, real_comfyui, worker_env
 
@@ -60,10 +62,15 @@ _GPU_HOST_SHORT_OF_MEMORY = {"RUNPOD_MIN_MEMORY_GB": "100000"}
 SPECIALS = {
     "pair": Special({"MAX_CONCURRENCY": "2"}),
     "refresh": Special({"REFRESH_WORKER_AFTER_JOBS": "2"}),
-    "no_comfyui": Special({FAULTS_ENV: json.dumps({"exit_at_start": 3}), "COMFYUI_START_TIMEOUT": "3"},
+    "no_comfyui": Special({FAULTS_ENV: json.dumps({"exit_at_start": 3}), "START_TIMEOUT": "20"},
                           queued=("queued-before-start",)),
-    "sdk_checks": Special(_GPU_HOST_SHORT_OF_MEMORY, sdk_checks_off_in_env=False),
+    # A GPU host (nvidia-smi answers) whose ComfyUI reports its GPU, started without the SDK switches: the
+    # SDK's checks would import torch (here one that records its import) and fail on memory.
+    "sdk_checks": Special({**_GPU_HOST_SHORT_OF_MEMORY, DEVICE_ENV: "cuda"}, sdk_checks_off_in_env=False),
+    # A GPU host whose ComfyUI runs on the CPU (a torch that cannot see the GPU falls back silently).
+    "cpu_on_gpu_host": Special({}, queued=("queued-before-unfit-start",)),
 }
+GPU_HOSTS = {"sdk_checks", "cpu_on_gpu_host"}
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +85,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[
             for job_id in spec.queued:
                 api.enqueue({"workflow": empty_image_workflow()}, job_id)
             env = dict(spec.env)
-            if name == "sdk_checks":
+            if name in GPU_HOSTS:
                 env["PATH"] = f"{fake_nvidia_smi(root / 'bin')}:{os.environ['PATH']}"
+                env["PYTHONPATH"] = str(recording_torch(root / "fake-site"))
+                env["TORCH_IMPORT_LOG"] = str(root / f"torch-imports-{name}.log")
             proc = WorkerProcess(api, root / name, env=env, sdk_checks_off_in_env=spec.sdk_checks_off_in_env,
                                  pod_id=f"worker-{name}")
             started[name] = (api, stack.enter_context(proc))
@@ -415,10 +424,16 @@ def test_one_job_take_progress_result_and_pings(platform: RunPodPlatform, emulat
     assert "GET ping (job_id=job-1)" in diagram
     [parsed] = mermaid.parse([mermaid.Diagram("recorded", diagram)])
     assert parsed.ok and parsed.type == "sequence", parsed.error
+    # docs/runpod.md draws the same loop, recorded the same way (python -m tests.platform).
+    documented = (REPO_ROOT / "docs" / "runpod.md").read_text()
+    documented = documented[documented.index("<!-- BEGIN production-loop -->"):
+                            documented.index("<!-- END production-loop -->")]
+    for step in ("W->>R: GET job-take (job_in_progress=0)\n    R-->>W: 200 job job-1",
+                 "W->>R: POST job-done isStream=false status=IN_PROGRESS", "W->>R: GET job-stop",
+                 "W->>R: GET ping (job_id=job-1)", "W->>R: POST job-done isStream=false output\n    R-->>W: 200"):
+        assert step in diagram and step in documented, step
 
 
-@pytest.mark.xfail(strict=True, reason="progress posts can arrive after the final result: progress_update "
-                                       "posts from threads of its own that nothing waits for")
 def test_progress_is_applied_before_the_result(platform: RunPodPlatform, emulated: WorkerProcess):
     platform.set_progress_delay(0.3, 0.6)
     try:
@@ -431,6 +446,51 @@ def test_progress_is_applied_before_the_result(platform: RunPodPlatform, emulate
         platform.set_progress_delay(0)
     assert [c for c in posts if c.is_progress]
     assert platform.late_progress(job_id) == []
+
+
+@pytest.mark.slow
+def test_300_jobs_with_delayed_progress_posts_never_end_on_a_progress_post(tmp_path: Path):
+    """Progress posts held by the platform for a random time: the worker waits for the one in flight before
+    it returns the result, so for every job the last post RunPod applies is the result."""
+    with RunPodPlatform() as api, WorkerProcess(api, tmp_path, env={"MAX_CONCURRENCY": "16"}) as proc:
+        proc.wait_polling(60)
+        api.set_progress_delay(0.0, 0.15)
+        ids = api.enqueue_many([{"workflow": empty_image_workflow(color=i)} for i in range(300)])
+        for job_id in ids:
+            assert "output" in api.wait_result(job_id, timeout=300)
+        api.wait_for(lambda: all(c.status is not None for c in api.calls() if c.route == "job-done"), 10,
+                     "every post answered")
+        progress_posts = 0
+        for job_id in ids:
+            applied = sorted((c for c in api.posts_for(job_id) if c.status == 200), key=lambda c: c.t_answered)
+            assert applied[-1].is_final, (job_id, [c.body.get("status") for c in applied])
+            assert api.late_progress(job_id) == []
+            progress_posts += sum(1 for c in applied if c.is_progress)
+        assert progress_posts >= 300  # every job posted progress, each ahead of its result
+        assert api.violations() == []
+
+
+def test_out_of_memory_is_run_again_after_free_then_completes(platform: RunPodPlatform, emulated: WorkerProcess):
+    emulated.set_emulator_faults(oom_on_node="EmptyImage", oom_until_free=True)
+    try:
+        job_id = platform.enqueue({"workflow": empty_image_workflow(color=0x0A0B0C)})
+        body = platform.wait_result(job_id, timeout=60)
+    finally:
+        emulated.set_emulator_faults(oom_on_node=None, oom_until_free=False)
+    assert "output" in body, body
+    assert any("ran out of GPU memory once" in w for w in body["output"]["warnings"])
+    assert emulated.comfyui("GET", "/__emulator__/free_calls")[-1] == {"unload_models": True, "free_memory": True}
+
+
+def test_out_of_memory_twice_fails_saying_what_was_tried(platform: RunPodPlatform, emulated: WorkerProcess):
+    emulated.set_emulator_faults(oom_on_node="EmptyImage")
+    try:
+        job_id = platform.enqueue({"workflow": empty_image_workflow(color=0x0C0B0A)})
+        error = error_of(platform.wait_result(job_id, timeout=60))
+    finally:
+        emulated.set_emulator_faults(oom_on_node=None)
+    assert error["code"] == "OUT_OF_MEMORY" and error["retryable"] is False
+    assert error["details"]["retried"] is True and error["details"]["memory_freed"] is True
 
 
 def test_a_result_post_answered_500_is_sent_again(platform: RunPodPlatform, worker: WorkerProcess):
@@ -532,18 +592,31 @@ def test_comfyui_gets_none_of_runpods_variables(worker: WorkerProcess):
     assert sorted(n for n in names if n.startswith("RUNPOD_")) == []
 
 
-@pytest.mark.xfail(strict=True, reason="the SDK logs base64 results at DEBUG (its default level): "
-                                       "'Handler output: ...' and 'run_job return: ...' carry every output")
 def test_results_are_not_written_to_the_log(platform: RunPodPlatform, worker: WorkerProcess):
     job_id = platform.enqueue(CASES["test_input"])
     data = platform.wait_result(job_id, timeout=120)["output"]["outputs"][0]["data"]
     assert len(data) > 200
     time.sleep(0.2)
-    assert data[-200:] not in worker.log_text()
+    log = worker.log_text()
+    assert data[-200:] not in log and CASES["test_input"]["images"][0]["image"][-200:] not in log
+    assert f"job={job_id} outcome=completed" in log
 
 
-@pytest.mark.xfail(strict=True, reason="refresh_worker does not stop the loop: the result says stopPod, "
-                                       "and the SDK goes on taking jobs")
+def test_results_are_not_written_to_the_log_even_at_debug(tmp_path: Path):
+    """RUNPOD_LOG_LEVEL=DEBUG makes the SDK log every job and result whole; the worker's redaction still
+    keeps outputs and inputs out."""
+    with RunPodPlatform() as api, WorkerProcess(api, tmp_path, env={"RUNPOD_LOG_LEVEL": "DEBUG",
+                                                                    "LOG_LEVEL": "DEBUG"}) as proc:
+        job_id = api.enqueue(CASES["test_input"])
+        body = api.wait_result(job_id, timeout=120)
+        time.sleep(0.2)
+        log = proc.log_text()
+    data = body["output"]["outputs"][0]["data"]
+    assert "Handler output: <" in log and "run_job return: <" in log  # the SDK's lines, payload elided
+    assert data[-200:] not in log and CASES["test_input"]["images"][0]["image"][-200:] not in log
+    assert not re.search(r"[A-Za-z0-9+/]{200,}", log)
+
+
 def test_refresh_after_jobs_takes_no_more_jobs(fleet: dict[str, tuple[RunPodPlatform, WorkerProcess]]):
     api, proc = fleet["refresh"]
     proc.wait_polling(60)
@@ -556,27 +629,50 @@ def test_refresh_after_jobs_takes_no_more_jobs(fleet: dict[str, tuple[RunPodPlat
         api.wait_taken(third, 2.5)  # a worker that goes on asks again within a second or so
     assert api.job_status(third) == "IN_QUEUE"
     assert proc.wait_exit(15) is not None
+    takes = [c for c in api.calls() if c.route.startswith("job-take") and c.answered_ids]
+    assert [c.answered_ids for c in takes] == [[first], [second]]  # exactly two jobs taken
+    assert "takes no further job: a fresh worker is due after 2 jobs" in proc.log_text()
 
 
-@pytest.mark.xfail(strict=True, reason="a worker whose ComfyUI cannot start keeps taking jobs (and fails "
-                                       "them with COMFYUI_UNAVAILABLE) instead of ending")
 def test_worker_whose_comfyui_cannot_start_takes_no_job(fleet: dict[str, tuple[RunPodPlatform, WorkerProcess]]):
     api, proc = fleet["no_comfyui"]
     [job_id] = SPECIALS["no_comfyui"].queued
     api.wait_for(lambda: api.takes_of(job_id) or not proc.alive(), 60, "a take or the worker's exit")
     assert api.takes_of(job_id) == [] and api.job_status(job_id) == "IN_QUEUE"
-    assert proc.wait_exit(30) not in (None, 0)
+    assert proc.wait_exit(30) == 1
+    assert not [c for c in api.calls() if c.route.startswith("job-take")]
+    [report] = [c for c in api.calls("ping") if c.is_unhealthy_report]
+    assert report.query["check"] == "check_fitness"
+    assert "ComfyUI exited with code 3" in report.query["reason"]
+    log = proc.log_text()
+    assert "the worker cannot start: ComfyUI is not ready: ComfyUI exited with code 3" in log
+    assert "ComfyUI's last" in log and "Emulated start-up failure" in log  # the log tail says why
+    assert "Worker is unhealthy, exiting." in log
 
 
-@pytest.mark.xfail(strict=True, reason="the worker does not turn off the SDK's automatic fitness checks itself "
-                                       "(RUNPOD_SKIP_AUTO_SYSTEM_CHECKS / RUNPOD_SKIP_GPU_CHECK)")
-def test_worker_turns_off_the_sdk_checks_itself(fleet: dict[str, tuple[RunPodPlatform, WorkerProcess]]):
+def test_a_gpu_host_whose_comfyui_runs_on_the_cpu_takes_no_job(fleet: dict[str, tuple[RunPodPlatform,
+                                                                                        WorkerProcess]]):
+    api, proc = fleet["cpu_on_gpu_host"]
+    [job_id] = SPECIALS["cpu_on_gpu_host"].queued
+    assert proc.wait_exit(60) == 1
+    assert api.takes_of(job_id) == [] and api.job_status(job_id) == "IN_QUEUE"
+    [report] = [c for c in api.calls("ping") if c.is_unhealthy_report]
+    assert "1 NVIDIA GPU(s) but ComfyUI runs on cpu" in report.query["reason"]
+
+
+def test_worker_turns_off_the_sdk_checks_itself(fleet: dict[str, tuple[RunPodPlatform, WorkerProcess]],
+                                                tmp_path_factory: pytest.TempPathFactory):
     """Started without the variables, on a host where nvidia-smi answers and memory is short by the SDK's
-    threshold: the worker takes jobs, and never imports torch."""
+    threshold, with a torch that records its import: the worker takes jobs, and never imports torch."""
     api, proc = fleet["sdk_checks"]
     proc.wait_polling(60)
     assert "torch" not in Path(f"/proc/{proc.pid}/maps").read_text()
-    assert not re.search(r"Running \d+ fitness check", proc.log_text())
+    log = proc.log_text()
+    assert "Running 1 fitness check(s)" in log and "All fitness checks passed" in log  # the worker's own only
+    assert "ComfyUI runs on cuda:0 NVIDIA H200" in log
     assert not [c for c in api.calls("ping") if c.is_unhealthy_report]
     job_id = api.enqueue({"workflow": empty_image_workflow(color=4)})
     assert "output" in api.wait_result(job_id, 60)
+    imports = Path(proc.env["TORCH_IMPORT_LOG"])
+    recorded = imports.read_text().splitlines() if imports.exists() else []
+    assert not [line for line in recorded if line.split()[0] == str(proc.pid)], recorded

@@ -3,7 +3,10 @@
 #   .gpu/site.tar.xz     the Python packages that machine lacks (ComfyUI 0.33's and the worker's), installed
 #                        here for CPython 3.12 manylinux x86_64 from pinned wheels
 #   .gpu/comfyui.tar.xz  the ComfyUI checkout (never committed; .gpu/ is ignored through .git/info/exclude)
-# Usage (repository root): benchmarks/gpu/pack.sh [COMFYUI_DIR]   (default /opt/comfyui)
+# Usage (repository root): benchmarks/gpu/pack.sh [REHEARSAL_DIR]   (default /opt/image-rehearsal)
+# REHEARSAL_DIR is what scripts/rehearse-image.sh built: the image's Python layers with the image's pins
+# (docker/pins.env). Its ComfyUI checkout travels, and every package that travels has the version that venv
+# holds, so the benchmark runs the image's own stack; torch 2.11.0+cu130 is the device image's own.
 #
 # To fit the 64 MiB a device call may carry, four things are left out, none of which the benchmark touches:
 #   comfyui-frontend-package (the browser UI; ComfyUI is started with --front-end-root on an empty folder),
@@ -12,23 +15,33 @@
 #   botocore's service models other than S3/STS, and google-api-python-client's discovery documents other
 #   than Drive v3 (the worker reads only those).
 set -euo pipefail
-COMFYUI_DIR=${1:-/opt/comfyui}
+REHEARSAL=${1:-/opt/image-rehearsal}
+COMFYUI_DIR=$REHEARSAL/comfyui
 PY=${PYTHON:-python3}
+[ -d "$COMFYUI_DIR" ] && [ -x "$REHEARSAL/venv/bin/python" ] || {
+  echo "no rehearsal in $REHEARSAL: run scripts/rehearse-image.sh first" >&2; exit 1; }
 cd "$(git rev-parse --show-toplevel)"
 exclude=$(git rev-parse --git-path info/exclude)
 grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >>"$exclude"
 mkdir -p .gpu/wheels
 rm -rf .gpu/site .gpu/site.tar.xz .gpu/comfyui.tar.xz
 
-# Versions: those ComfyUI 0.33.0 was installed with, and requirements.txt's for the worker.
-COMFY_WHEELS="torchsde==0.2.6 trampoline==0.1.2 av==18.1.0 comfy-kitchen==0.2.31 comfy-aimdo==0.4.13
-  alembic==1.20.1 Mako==1.4.3 SQLAlchemy==2.1.9 kornia==0.9.0 kornia_rs==0.2.0 spandrel==0.4.2 blake3==1.0.11
-  simpleeval==1.0.8 pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
-  typing_extensions==4.16.0 pydantic-settings==2.16.3 python-dotenv==1.2.4"
-WORKER_WHEELS="websocket-client==1.9.2 boto3==1.44.8 botocore==1.44.8 s3transfer==0.19.3 jmespath==1.1.0
-  google-api-python-client==2.202.0 google-auth==2.63.0 google-auth-httplib2==0.4.4 httplib2==0.32.1
-  uritemplate==4.2.0 google-api-core==2.44.0 googleapis-common-protos==1.76.0 proto-plus==1.29.0
-  protobuf==7.36.2 pyasn1==0.6.5 pyasn1_modules==0.4.2 cryptography==50.0.2 cffi==2.1.1 pycparser==3.12"
+# The packages the device image lacks (ComfyUI 0.33's and the worker's), at the rehearsal's versions.
+COMFY_NAMES="torchsde trampoline av comfy-kitchen comfy-aimdo alembic Mako SQLAlchemy kornia kornia_rs spandrel
+  blake3 simpleeval pydantic pydantic_core annotated-types typing-inspection typing_extensions pydantic-settings
+  python-dotenv"
+WORKER_NAMES="websocket-client boto3 botocore s3transfer jmespath google-api-python-client google-auth
+  google-auth-httplib2 httplib2 uritemplate google-api-core googleapis-common-protos proto-plus protobuf pyasn1
+  pyasn1_modules cryptography cffi pycparser"
+freeze=$("$REHEARSAL/venv/bin/python" -m pip freeze --all 2>/dev/null)
+pinned() {  # NAME==VERSION as the rehearsal's venv holds it (names compared as pip normalises them)
+  local want; want=$(echo "$1" | tr 'A-Z_.' 'a-z--')
+  echo "$freeze" | awk -F'==' -v w="$want" '{n=tolower($1); gsub(/[_.]/,"-",n); if (n==w) print $1"=="$2}'
+}
+COMFY_WHEELS=""; WORKER_WHEELS=""
+for name in $COMFY_NAMES; do COMFY_WHEELS="$COMFY_WHEELS $(pinned "$name")"; done
+for name in $WORKER_NAMES; do WORKER_WHEELS="$WORKER_WHEELS $(pinned "$name")"; done
+echo "carrying:$COMFY_WHEELS$WORKER_WHEELS"
 PLATFORM="--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
   --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64
   --platform manylinux_2_12_x86_64 --platform manylinux2014_x86_64 --platform manylinux2010_x86_64

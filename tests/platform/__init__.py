@@ -5,8 +5,8 @@
     WorkerProcess     harness.py: `python -u handler.py` with RunPod's environment, log to a file
 """
 
-from .harness import SDK_CHECKS_OFF, WorkerProcess, fake_nvidia_smi
+from .harness import SDK_CHECKS_OFF, WorkerProcess, fake_nvidia_smi, recording_torch
 from .server import SDK_VERSION, Call, JobRecord, RunPodPlatform, to_mermaid
 
 __all__ = ["SDK_CHECKS_OFF", "SDK_VERSION", "Call", "JobRecord", "RunPodPlatform", "WorkerProcess",
-           "fake_nvidia_smi", "to_mermaid"]
+           "fake_nvidia_smi", "recording_torch", "to_mermaid"]

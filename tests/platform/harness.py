@@ -36,9 +36,30 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SDK_CHECKS_OFF = {"RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true", "RUNPOD_SKIP_GPU_CHECK": "true"}
 
 FAKE_NVIDIA_SMI = """#!/bin/sh
-# Stands in for nvidia-smi: the runpod SDK decides "this host has a GPU" from its output.
+# Stands in for nvidia-smi: the runpod SDK decides "this host has a GPU" from its output, the worker from
+# the GPUs `nvidia-smi -L` lists.
+if [ "$1" = "-L" ] || [ "$1" = "--list-gpus" ]; then
+    echo "GPU 0: NVIDIA H200 (UUID: GPU-00000000-0000-0000-0000-000000000000)"
+    exit 0
+fi
 echo "NVIDIA-SMI 580.00  Driver Version: 580.00  CUDA Version: 13.0"
 """
+
+# A `torch` package that records who imports it (pid and command line) and then refuses to load, so any
+# import by the worker process shows in the log file named by $TORCH_IMPORT_LOG.
+RECORDING_TORCH = """import os, sys
+with open(os.environ["TORCH_IMPORT_LOG"], "a") as log:
+    log.write(f"{os.getpid()} {' '.join(sys.argv)}\\n")
+raise ImportError("this torch only records that it was imported")
+"""
+
+
+def recording_torch(folder: Path) -> Path:
+    """A folder holding the recording `torch`; put it first on PYTHONPATH."""
+    package = folder / "torch"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text(RECORDING_TORCH)
+    return folder
 
 
 def fake_nvidia_smi(folder: Path) -> Path:
