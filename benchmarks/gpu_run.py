@@ -252,11 +252,14 @@ def cold_start_worker(bench: Bench) -> float:
     proc = subprocess.Popen([sys.executable, str(HERE / "worker_cold.py")], env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        line = proc.stdout.readline() if proc.stdout else ""
+        report = None
+        while report is None:  # the worker's own log lines (WARNING and up) share its standard output
+            line = proc.stdout.readline() if proc.stdout else ""
+            if not line:
+                raise RuntimeError(f"the worker exited with code {proc.wait()} before it was ready")
+            if line.startswith("{"):
+                report = json.loads(line)
         seconds = time.monotonic() - started
-        if not line:
-            raise RuntimeError(f"the worker exited with code {proc.wait()} before it was ready")
-        report = json.loads(line)
         if not report["ready"]:
             raise RuntimeError(f"the worker booted without a ready ComfyUI: {report['boot_error']}")
         return seconds

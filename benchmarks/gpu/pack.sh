@@ -32,7 +32,8 @@ COMFY_NAMES="torchsde trampoline av comfy-kitchen comfy-aimdo alembic Mako SQLAl
   python-dotenv"
 WORKER_NAMES="websocket-client boto3 botocore s3transfer jmespath google-api-python-client google-auth
   google-auth-httplib2 httplib2 uritemplate google-api-core googleapis-common-protos proto-plus protobuf pyasn1
-  pyasn1_modules cryptography cffi pycparser"
+  pyasn1_modules cryptography cffi pycparser runpod aiohttp-retry backoff bcrypt paramiko PyNaCl tomli tomlkit
+  tqdm-loggable"
 freeze=$("$REHEARSAL/venv/bin/python" -m pip freeze --all 2>/dev/null)
 pinned() {  # NAME==VERSION as the rehearsal's venv holds it (names compared as pip normalises them)
   local want; want=$(echo "$1" | tr 'A-Z_.' 'a-z--')
@@ -58,7 +59,7 @@ find "$site/googleapiclient/discovery_cache/documents" -type f ! -name drive.v3.
 tar -C "$site" -cf - . | xz -9 -T0 >.gpu/site.tar.xz
 tar -C "$COMFYUI_DIR" --exclude=.git --exclude=__pycache__ --exclude=./input \
   --exclude=./output --exclude=./user -cf - . | xz -9 -T0 >.gpu/comfyui.tar.xz
-rm -rf "$site"
+rm -rf "$site" .gpu/wheels  # only the two archives travel
 tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
 packed=$(du -cb .gpu/site.tar.xz .gpu/comfyui.tar.xz | tail -1 | cut -f1)
 echo "site.tar.xz $(du -h .gpu/site.tar.xz | cut -f1), comfyui.tar.xz $(du -h .gpu/comfyui.tar.xz | cut -f1);" \

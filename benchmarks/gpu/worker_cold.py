@@ -20,10 +20,9 @@ from comfy_worker.app import create_worker  # noqa: E402
 def main() -> None:
     app = create_worker()
     runtime = app.runtime
-    ready = runtime is not None and runtime.boot_error is None
-    sys.stdout.write(json.dumps({"ready": ready, "in_process_seconds": round(time.monotonic() - started, 3),
-                                 "cold_start": app.cold_start,
-                                 "boot_error": runtime.boot_error if runtime else "misconfigured"}) + "\n")
+    sys.stdout.write(json.dumps({"ready": app.unfit is None,
+                                 "in_process_seconds": round(time.monotonic() - started, 3),
+                                 "cold_start": app.cold_start, "boot_error": app.unfit}) + "\n")
     sys.stdout.flush()
     sys.stdin.read()
     if runtime is not None:

@@ -53,10 +53,11 @@ def redact_sdk_logs(level: str | None = None) -> None:
 
         log_redacted._redacting = True  # type: ignore[attr-defined]
         RunPodLogger.log = log_redacted  # type: ignore[method-assign]
+    from runpod.serverless.modules.rp_logger import _validate_log_level
+
     chosen = level or os.environ.get("RUNPOD_LOG_LEVEL") or os.environ.get("RUNPOD_DEBUG_LEVEL") or "INFO"
-    logger = RunPodLogger()
-    if logger.level != chosen.upper():
-        logger.set_level(chosen.upper())
+    # Set directly: set_level() prints a line of its own to stdout, where single-job mode's output goes.
+    RunPodLogger().level = _validate_log_level(chosen.upper())
 
 
 def register_fitness(check: Callable[[], None]) -> None:
