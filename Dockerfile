@@ -63,8 +63,10 @@ COPY models.yaml docker/fetch-models.sh /worker/
 RUN --mount=type=secret,id=HF_TOKEN --mount=type=secret,id=CIVITAI_TOKEN \
     /worker/fetch-models.sh /worker/models.yaml /comfyui/models
 
+# test_input.json: `docker run IMAGE` without RunPod's environment runs it once (the runpod SDK's
+# single-job mode) and exits 0 when the job succeeds; the smoke test runs exactly that.
 COPY src/ /worker/src/
-COPY handler.py /worker/
+COPY handler.py test_input.json /worker/
 COPY docker/smoke.sh /worker/docker/
 RUN /worker/docker/smoke.sh
 

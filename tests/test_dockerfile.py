@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from comfy_worker.image import smoke
 from comfy_worker.image.smoke import check_worker_imports, import_failures, missing_node_modules
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,3 +124,161 @@ def test_worker_package_imports_without_torch() -> None:
             "problems = c(); assert not problems, problems")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env={"PYTHONPATH": str(REPO / "src")})
     assert check_worker_imports.__doc__
+
+
+# --- the smoke test's ComfyUI start, default command and figures, with stand-ins for ComfyUI and the worker
+
+STAND_IN_COMFYUI = '''
+import http.server, json, sys
+args = sys.argv[1:]
+if "--quick-test-for-ci" in args:
+    print("Import times for custom nodes:")
+    sys.exit(0)
+if "FAIL" in open(__file__).read().split("# mode:")[-1]:
+    print("Traceback (most recent call last):\\nRuntimeError: 0 active drivers", flush=True)
+    sys.exit(3)
+port = int(args[args.index("--port") + 1])
+system = {"python_version": "3.12.1 (main) [GCC]", "pytorch_version": "2.11.0+cu130"}
+pages = {"/system_stats": {"system": system, "devices": [{"name": "cpu", "type": "cpu"}]},
+         "/object_info": {"LoadImage": {"python_module": "nodes"},
+                          "Nice": {"python_module": "custom_nodes.Nice"}}}
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps(pages[self.path]).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+# mode: '''
+
+
+def _stand_in_comfyui(path: Path, mode: str = "ok") -> Path:
+    path.mkdir(exist_ok=True)
+    (path / "main.py").write_text(STAND_IN_COMFYUI + mode + "\n")
+    return path
+
+
+# Exits 0 only when it was started as the image's CMD is without RunPod: in the folder of test_input.json,
+# no RunPod variable, ComfyUI on the CPU with its folders outside the ComfyUI checkout.
+STAND_IN_HANDLER = '''
+import os, sys, time
+mode = "{mode}"
+if mode == "hang":
+    time.sleep(600)
+env = os.environ
+ok = (os.path.isfile("test_input.json") and not any(k.startswith("RUNPOD_") for k in env)
+      and env["COMFYUI_EXTRA_ARGS"] == "--cpu" and env["COMFYUI_DIR"] and env["COMFYUI_PYTHON"]
+      and int(env["COMFYUI_PORT"]) > 0
+      and all(not env[k].startswith(env["COMFYUI_DIR"])
+              for k in ("COMFYUI_INPUT_DIR", "COMFYUI_OUTPUT_DIR", "COMFYUI_TEMP_DIR")))
+print("job done" if ok and mode == "ok" else "job failed: " + repr(dict(env)))
+sys.exit(0 if ok and mode == "ok" else 1)
+'''
+
+
+def _stand_in_worker(path: Path, mode: str = "ok") -> Path:
+    path.mkdir(exist_ok=True)
+    (path / "handler.py").write_text(STAND_IN_HANDLER.replace("{mode}", mode))
+    (path / "test_input.json").write_text('{"input": {}}')
+    return path
+
+
+def test_figures_line_round_trips() -> None:
+    figures = {"comfyui_ready_seconds": 12.5, "node_types": 887, "torch": "2.11.0+cu130", "python": "3.12.1",
+               "device": "cpu", "job_seconds": 15.3}
+    line = smoke.format_figures(figures)
+    assert line.startswith("smoke figures: {") and "\n" not in line
+    log_text = f"INFO x: started\nINFO comfy_worker.image.smoke: {smoke.format_figures({'old': 1})}\n" \
+               f"INFO comfy_worker.image.smoke: {line}\nINFO x: smoke test passed\n"
+    assert smoke.parse_figures(log_text) == figures
+    assert smoke.parse_figures("no figures here\n") == {}
+
+
+def test_system_stats_figures_from_a_captured_answer() -> None:
+    stats = json.loads((FIXTURES / "system_stats.json").read_text())["json"]
+    assert smoke.system_stats_figures(stats) == {"torch": "2.9.1+cu128", "python": "3.11.7", "device": "cpu"}
+    assert smoke.system_stats_figures({}) == {"torch": "", "python": "", "device": ""}
+
+
+def test_start_comfyui_waits_for_system_stats_and_reads_the_catalogue(tmp_path: Path) -> None:
+    comfy = smoke.start_comfyui(_stand_in_comfyui(tmp_path / "comfyui"), sys.executable, timeout=60)
+    assert comfy.ready_seconds > 0
+    assert smoke.system_stats_figures(comfy.system_stats) == {"torch": "2.11.0+cu130", "python": "3.12.1",
+                                                              "device": "cpu"}
+    assert sorted(comfy.object_info) == ["LoadImage", "Nice"]
+
+
+def test_start_comfyui_reports_the_traceback_of_a_failed_start(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match=r"(?s)exited with 3 during start-up:\n.*0 active drivers"):
+        smoke.start_comfyui(_stand_in_comfyui(tmp_path / "comfyui", "FAIL"), sys.executable, timeout=60)
+
+
+def test_default_command_env_is_dockers_without_runpod(tmp_path: Path) -> None:
+    env = smoke.default_command_env({"PATH": "/bin", "RUNPOD_WEBHOOK_GET_JOB": "x", "RUNPOD_POD_ID": "p"},
+                                    Path("/comfyui"), "/opt/venv/bin/python", tmp_path, 8190)
+    assert env == {"PATH": "/bin", "COMFYUI_DIR": "/comfyui", "COMFYUI_PYTHON": "/opt/venv/bin/python",
+                   "COMFYUI_EXTRA_ARGS": "--cpu", "COMFYUI_PORT": "8190",
+                   "COMFYUI_INPUT_DIR": str(tmp_path / "input"),
+                   "COMFYUI_OUTPUT_DIR": str(tmp_path / "output"), "COMFYUI_TEMP_DIR": str(tmp_path / "temp"),
+                   "MODELS_MANIFEST": str(tmp_path / "no-start-models.yaml")}
+
+
+def test_default_command_passes_when_the_handler_exits_0(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNPOD_WEBHOOK_GET_JOB", "https://example.invalid/job-take/$ID")
+    result, problems = smoke.check_default_command(_stand_in_worker(tmp_path / "worker"),
+                                                   tmp_path / "comfyui", sys.executable, timeout=60)
+    assert problems == [] and result.returncode == 0 and result.seconds > 0
+    assert "job done" in result.output_tail
+
+
+def test_default_command_fails_when_the_handler_exits_1(tmp_path: Path) -> None:
+    result, problems = smoke.check_default_command(_stand_in_worker(tmp_path / "worker", "fail"),
+                                                   tmp_path / "comfyui", sys.executable, timeout=60)
+    assert result.returncode == 1
+    assert len(problems) == 1 and problems[0].startswith("`python -u handler.py` exited 1:\njob failed")
+
+
+def test_default_command_is_stopped_at_its_timeout(tmp_path: Path) -> None:
+    result, problems = smoke.check_default_command(_stand_in_worker(tmp_path / "worker", "hang"),
+                                                   tmp_path / "comfyui", sys.executable, timeout=1)
+    assert result.returncode is None and result.seconds < 30
+    assert problems and "did not finish within 1 s" in problems[0]
+
+
+def test_smoke_main_logs_its_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     caplog: pytest.LogCaptureFixture) -> None:
+    # The worker-import check runs in its own process above; torch may already be loaded in this one.
+    monkeypatch.setattr(smoke, "check_worker_imports", list)
+    comfyui = _stand_in_comfyui(tmp_path / "comfyui")
+    worker = _stand_in_worker(tmp_path / "worker")
+    (worker / "snapshot").mkdir()
+    (worker / "snapshot" / "snapshot.json").write_text(json.dumps({
+        "git_custom_nodes": {"https://github.com/someone/Nice": {"hash": "a" * 40}}}))
+    caplog.set_level("INFO", logger="comfy_worker.image.smoke")
+    code = smoke.main(["--comfyui-dir", str(comfyui), "--python", sys.executable, "--worker-dir", str(worker),
+                       "--snapshot", str(worker / "snapshot"), "--timeout", "60", "--job-timeout", "60"])
+    assert code == 0, caplog.text
+    figures = smoke.parse_figures(caplog.text)
+    assert figures["node_types"] == 2 and figures["torch"] == "2.11.0+cu130" and figures["device"] == "cpu"
+    assert figures["comfyui_ready_seconds"] > 0 and figures["job_seconds"] > 0
+    assert figures["python"] == "3.12.1"
+
+
+def test_smoke_main_fails_when_a_restored_node_adds_nothing(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(smoke, "check_worker_imports", list)
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    (snapshot / "snapshot.json").write_text(json.dumps({
+        "git_custom_nodes": {"https://github.com/someone/Missing": {"hash": "a" * 40}}}))
+    comfyui = _stand_in_comfyui(tmp_path / "comfyui")
+    code = smoke.main(["--comfyui-dir", str(comfyui), "--python", sys.executable, "--snapshot", str(snapshot),
+                       "--timeout", "60"])
+    assert code == 1
