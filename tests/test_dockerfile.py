@@ -42,14 +42,176 @@ def test_every_ignored_rule_is_explained() -> None:
                 assert f"Why {rule.strip()} is ignored" in explanation, f"line {number + 1}: {rule} unexplained"
 
 
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "docker" / "pins.env").read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            pins[key] = value
+    return pins
+
+
+PINS = _pins()
+
+
 def test_build_arguments_and_defaults() -> None:
-    assert "ARG CUDA_VERSION=12.8" in DOCKERFILE
-    assert "ARG COMFYUI_REF=783545f689a0af730065994b46b382ae24844c99" in DOCKERFILE
-    assert "whl/cu128" in DOCKERFILE
     assert 'CMD ["python", "-u", "handler.py"]' in DOCKERFILE
     assert "--mount=type=secret,id=HF_TOKEN" in DOCKERFILE
     # Tokens never appear as build arguments or environment (they would stay in the image history).
     assert not re.search(r"^(ARG|ENV)\s+[^\n]*TOKEN", DOCKERFILE, re.MULTILINE)
+
+
+def test_base_image_default_is_the_pinned_one() -> None:
+    # An ARG before FROM cannot read pins.env, so the Dockerfile repeats the value: it must not drift.
+    before_from = DOCKERFILE[:DOCKERFILE.index("\nFROM ")]
+    assert re.findall(r"^ARG BASE_IMAGE=(\S+)$", before_from, re.MULTILINE) == [PINS["BASE_IMAGE"]]
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", DOCKERFILE, re.MULTILINE)
+
+
+def test_pins_are_build_arguments_without_defaults() -> None:
+    # A default here would shadow pins.env; without one, docker/pins.sh fills in the pin unless a
+    # --build-arg gave a value.
+    after_from = DOCKERFILE[DOCKERFILE.index("\nFROM "):]
+    declared = re.findall(r"^ARG (\S+)$", after_from, re.MULTILINE)
+    assert not [arg for arg in declared if "=" in arg]
+    assert sorted(declared) == sorted(set(PINS) - {"BASE_IMAGE"})
+
+
+def test_every_pin_is_used() -> None:
+    users = [REPO / "Dockerfile", *(REPO / "docker").glob("*.sh"), REPO / "scripts" / "rehearse-image.sh"]
+    text = "\n".join(path.read_text() for path in users if path.name != "pins.sh" and path.exists())
+    for key in PINS:
+        assert re.search(rf"\$\{{?{key}\b", text), f"{key} is pinned but no step reads it"
+
+
+def test_torch_is_pinned_nowhere_else() -> None:
+    # The old defaults (torch 2.7.1 from the cu128 index on a CUDA 12.8 cuDNN image) must not linger as
+    # defaults; history may still be told in prose, and a variant is documented as --build-arg lines only.
+    stale = ("`2.7.1`", "`0.22.1`", "`12.8.1`", "cudnn-runtime", "CUDA_VERSION", "UBUNTU_VERSION")
+    files = [REPO / "Dockerfile", REPO / "README.md", REPO / "docs" / "image.md",
+             *(path for path in (REPO / "docker").iterdir() if path.name != "pins.env")]
+    for path in files:
+        for line in path.read_text().splitlines():
+            if path.name == "image.md" and "--build-arg" in line:
+                assert not re.search(r"--build-arg TORCH\w*_VERSION", line), line
+                continue
+            for value in stale:
+                assert value not in line, f"{path.name} still names {value}: {line}"
+            assert not re.search(r"whl/cu1\d\d", line), f"{path.name}: {line}"
+            for name, version in re.findall(r"\b(torch|torchvision|torchaudio)==(\d[\w.+]*)", line):
+                assert version == PINS[f"{name.upper()}_VERSION"], f"{path.name}: {line}"
+            for key, version in re.findall(r"\b(TORCH\w*_VERSION)=(\d[\w.+]*)", line):
+                assert version == PINS[key], f"{path.name}: {line}"
+
+
+def test_docs_name_every_pin_with_its_value() -> None:
+    doc = (REPO / "docs" / "image.md").read_text()
+    for key, value in PINS.items():
+        assert re.search(rf"^\| `{key}` \| `{re.escape(value)}` \|", doc, re.MULTILINE), key
+
+
+def test_runpod_allows_only_hosts_that_run_the_cuda_build() -> None:
+    cuda = re.search(r"nvidia/cuda:(\d+\.\d+)", PINS["BASE_IMAGE"])
+    assert cuda
+    wanted = tuple(int(part) for part in cuda.group(1).split("."))
+    hub = json.loads((REPO / ".runpod" / "hub.json").read_text())["config"]["allowedCudaVersions"]
+    tests = json.loads((REPO / ".runpod" / "tests.json").read_text())["config"]["allowedCudaVersions"]
+    for version in [*hub, *tests]:
+        assert tuple(int(part) for part in version.split(".")) >= wanted, version
+
+
+def test_pins_sh_loads_the_file_and_lets_set_variables_win(tmp_path: Path) -> None:
+    script = REPO / "docker" / "pins.sh"
+    show = f". {script}; echo $TORCH_VERSION $COMFYUI_REF"
+    plain = subprocess.run(["bash", "-c", show], capture_output=True, text=True, check=True, timeout=30,
+                           env={"PATH": "/usr/bin:/bin"})
+    assert plain.stdout.split() == [PINS["TORCH_VERSION"], PINS["COMFYUI_REF"]]
+    # A --build-arg (or the caller) wins; an ARG declared without a value arrives empty and does not.
+    given = subprocess.run(["bash", "-c", show], capture_output=True, text=True, check=True, timeout=30,
+                           env={"PATH": "/usr/bin:/bin", "TORCH_VERSION": "9.9.9", "COMFYUI_REF": ""})
+    assert given.stdout.split() == ["9.9.9", PINS["COMFYUI_REF"]]
+    listed = subprocess.run([str(script)], capture_output=True, text=True, check=True, timeout=30,
+                            env={"PATH": "/usr/bin:/bin", "PYTHON_VERSION": "3.13"})
+    assert f"TORCH_VERSION={PINS['TORCH_VERSION']}" in listed.stdout.splitlines()
+    assert "PYTHON_VERSION=3.13" in listed.stdout.splitlines()
+    bad = tmp_path / "pins.env"
+    bad.write_text("TORCH_VERSION 2\n")
+    refused = subprocess.run(["bash", "-c", f". {script}"], capture_output=True, text=True, timeout=30,
+                             env={"PATH": "/usr/bin:/bin", "PINS_FILE": str(bad)}, check=False)
+    assert refused.returncode != 0 and "not a KEY=VALUE line" in refused.stderr
+
+
+def _stand_in_python(bin_dir: Path) -> None:
+    """A `python` that records its arguments and the files it was given with -r and -c."""
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "python").write_text(
+        "#!/usr/bin/env bash\n"
+        "echo \"python $*\" >> \"$CALLS\"\n"
+        "prev=''; for arg in \"$@\"; do\n"
+        "  if [ \"$prev\" = -r ] || [ \"$prev\" = -c ]; then\n"
+        "    sed \"s/^/  $prev /\" \"$arg\" >> \"$CALLS\"; fi\n"
+        "  prev=\"$arg\"; done\n")
+    (bin_dir / "python").chmod(0o755)
+
+
+def test_install_torch_installs_the_pins_from_their_index(tmp_path: Path) -> None:
+    _stand_in_python(tmp_path / "bin")
+    calls = tmp_path / "calls.txt"
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "CALLS": str(calls)}
+    subprocess.run([str(REPO / "docker" / "install-torch.sh")], env=env, check=True, timeout=30,
+                   capture_output=True)
+    first = calls.read_text().splitlines()[0]
+    assert first == (f"python -m pip install torch=={PINS['TORCH_VERSION']} "
+                     f"torchvision=={PINS['TORCHVISION_VERSION']} torchaudio=={PINS['TORCHAUDIO_VERSION']} "
+                     f"--index-url {PINS['TORCH_INDEX_URL']}")
+    calls.unlink()
+    env.update(TORCH_VERSION="2.10.0", TORCH_INDEX_URL="https://example.invalid/whl/cu128")
+    subprocess.run([str(REPO / "docker" / "install-torch.sh")], env=env, check=True, timeout=30,
+                   capture_output=True)
+    assert "torch==2.10.0 " in calls.read_text() and "--index-url https://example.invalid/whl/cu128" \
+        in calls.read_text()
+
+
+def _comfyui_repo(path: Path, version: str) -> str:
+    path.mkdir()
+    (path / "comfyui_version.py").write_text(f'__version__ = "{version}"\n')
+    (path / "requirements.txt").write_text("torch\ntorchsde\ntorchvision>=0.1\ntorchaudio\nnumpy>=1.25.0\n")
+    git = ["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@localhost"]
+    subprocess.run([*git, "init", "-q"], check=True, timeout=30)
+    subprocess.run([*git, "add", "."], check=True, timeout=30)
+    subprocess.run([*git, "commit", "-q", "-m", "v"], check=True, timeout=30)
+    return subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                          timeout=30).stdout.strip()
+
+
+def test_install_comfyui_clones_the_ref_and_keeps_torch(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    ref = _comfyui_repo(source, PINS["COMFYUI_VERSION"])
+    _stand_in_python(tmp_path / "bin")
+    calls = tmp_path / "calls.txt"
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "CALLS": str(calls), "COMFYUI_REPO": str(source),
+           "COMFYUI_REF": ref, "HOME": str(tmp_path)}
+    result = subprocess.run([str(REPO / "docker" / "install-comfyui.sh"), str(tmp_path / "comfyui")], env=env,
+                            capture_output=True, text=True, timeout=60, check=True)
+    assert (tmp_path / "comfyui" / "comfyui_version.py").is_file()
+    assert not (tmp_path / "comfyui" / ".git" / "hooks").exists()
+    recorded = calls.read_text().splitlines()
+    assert recorded[0].startswith("python -m pip install -r ") and " -c " in recorded[0]
+    assert [line for line in recorded if line.startswith("  -r ")] == ["  -r torchsde", "  -r numpy>=1.25.0"]
+    assert [line for line in recorded if line.startswith("  -c ")] == [
+        f"  -c torch=={PINS['TORCH_VERSION']}", f"  -c torchvision=={PINS['TORCHVISION_VERSION']}",
+        f"  -c torchaudio=={PINS['TORCHAUDIO_VERSION']}"]
+    assert f"ComfyUI {PINS['COMFYUI_VERSION']}" in result.stdout
+
+
+def test_install_comfyui_refuses_a_ref_that_is_not_the_pinned_version(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    ref = _comfyui_repo(source, "0.1.0")
+    env = {"PATH": "/usr/bin:/bin", "COMFYUI_REPO": str(source), "COMFYUI_REF": ref, "HOME": str(tmp_path)}
+    result = subprocess.run([str(REPO / "docker" / "install-comfyui.sh"), str(tmp_path / "comfyui")], env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert f"is ComfyUI 0.1.0, the pins say {PINS['COMFYUI_VERSION']}" in result.stderr
 
 
 def test_run_steps_call_our_scripts_only() -> None:
@@ -57,7 +219,7 @@ def test_run_steps_call_our_scripts_only() -> None:
     joined = "\n".join(runs)
     for module in ("comfy_worker.image.snapshot restore", "comfy_worker.image.volume folders"):
         assert module in joined
-    for script in ("install-comfyui.sh", "fetch-models.sh", "smoke.sh"):
+    for script in ("install-torch.sh", "install-comfyui.sh", "fetch-models.sh", "smoke.sh"):
         assert script in joined and (REPO / "docker" / script).is_file()
     for path in re.findall(r"^COPY (?:--\S+ )*(.+) \S+$", DOCKERFILE, re.MULTILINE):
         for source in path.split():
@@ -67,8 +229,9 @@ def test_run_steps_call_our_scripts_only() -> None:
 
 def test_layer_order_keeps_rebuilds_quick() -> None:
     order = [DOCKERFILE.index(marker) for marker in (
-        "pip install \"torch==", "install-comfyui.sh \"", "COPY snapshot/", "COPY models.yaml", "COPY src/ ",
-        "COPY handler.py")]
+        "install-torch.sh\n", "install-comfyui.sh /comfyui", "pip install -r /worker/requirements.txt",
+        "COPY src/comfy_worker/image/", "COPY snapshot/", "COPY models.yaml", "COPY src/ ", "COPY handler.py",
+        "smoke.sh\n")]
     assert order == sorted(order)
 
 
@@ -78,7 +241,10 @@ def test_dockerignore_keeps_the_context_small() -> None:
         assert entry in ignored
 
 
-@pytest.mark.parametrize("script", sorted((REPO / "docker").glob("*.sh")), ids=lambda p: p.name)
+SCRIPTS = sorted([*(REPO / "docker").glob("*.sh"), *(REPO / "scripts").glob("*.sh")])
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_shell_scripts_parse_and_are_strict(script: Path) -> None:
     subprocess.run(["bash", "-n", str(script)], check=True, timeout=30)
     text = script.read_text()
