@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -448,3 +450,76 @@ def test_smoke_main_fails_when_a_restored_node_adds_nothing(tmp_path: Path,
     code = smoke.main(["--comfyui-dir", str(comfyui), "--python", sys.executable, "--snapshot", str(snapshot),
                        "--timeout", "60"])
     assert code == 1
+
+
+# --- scripts/rehearse-image.sh: the same steps as the Dockerfile
+
+
+def _rehearsal_module() -> Any:
+    spec = importlib.util.spec_from_file_location("rehearsal", REPO / "scripts" / "rehearsal.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _instructions(text: str, word: str) -> list[str]:
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return [" ".join(line.split()[1:]) for line in joined.splitlines() if line.strip().startswith(f"{word} ")]
+
+
+def test_rehearsal_copies_what_the_dockerfile_copies_in_the_same_order() -> None:
+    rehearsal = (REPO / "scripts" / "rehearse-image.sh").read_text()
+    copies = [line for line in _instructions(rehearsal, "copy_in") if not line.startswith("SOURCE")]
+    assert copies == _instructions(DOCKERFILE, "COPY")
+
+
+def test_rehearsal_runs_the_dockerfiles_steps_in_order() -> None:
+    rehearsal = (REPO / "scripts" / "rehearse-image.sh").read_text()
+    order = [rehearsal.index(marker) for marker in (
+        '-m venv', "install-torch.sh\"", "install-comfyui.sh\"", "pip install -r", "image.snapshot restore",
+        "image.volume folders", "fetch-models.sh\"", "LD_PRELOAD", "smoke.sh\"", "pip check", "run-job.sh")]
+    assert order == sorted(order)
+
+
+def test_rehearsal_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "precious").write_text("keep me")
+    script = str(REPO / "scripts" / "rehearse-image.sh")
+    for flags in ([], ["--fresh"], ["--reuse"]):
+        result = subprocess.run([script, *flags, str(tmp_path)], capture_output=True, text=True, timeout=30,
+                                check=False)
+        assert result.returncode == 2, result.stderr
+    assert (tmp_path / "precious").read_text() == "keep me"
+
+
+def test_rehearsal_checks_the_output_image(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rehearsal = _rehearsal_module()
+    good = Image.new("RGB", (128, 128), (235, 215, 54))
+    good.paste((4, 54, 245), (0, 0, 64, 64))
+    good.save(tmp_path / "good.png")
+    assert rehearsal.check_image(tmp_path / "good.png") == []
+    Image.new("RGB", (64, 64), (235, 215, 54)).save(tmp_path / "small.png")
+    assert rehearsal.check_image(tmp_path / "small.png") == [
+        "small.png is 64x64, not 128x128",
+        "small.png has the colours [(235, 215, 54)], not [(4, 54, 245), (235, 215, 54)]"]
+    off = good.copy()
+    off.putpixel((0, 0), (5, 55, 245))  # 255 - x without ComfyUI's float rounding
+    off.save(tmp_path / "off.png")
+    assert len(rehearsal.check_image(tmp_path / "off.png")) == 1
+
+
+def test_rehearsal_figures_read_pip_downloads_and_job_timings() -> None:
+    rehearsal = _rehearsal_module()
+    log_text = ("Collecting torch==2.11.0\n"
+                "  Downloading torch-2.11.0-cp312-cp312-manylinux_2_28_x86_64.whl (530.7 MB)\n"
+                "     ━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━ 530.7/530.7 MB 32.8 MB/s eta 0:00:00\n"
+                "  Downloading filelock-4.3.1-py3-none-any.whl (244 kB)\n"
+                "  Downloading six-1.17.0-py2.py3-none-any.whl (11 bytes)\n")
+    assert rehearsal.pip_downloads(log_text) == {
+        "torch-2.11.0-cp312-cp312-manylinux_2_28_x86_64.whl": 530_700_000,
+        "filelock-4.3.1-py3-none-any.whl": 244_000, "six-1.17.0-py2.py3-none-any.whl": 11}
+    assert rehearsal.job_timings('status: COMPLETED\ntimings: {"execute": 0.3, "total": 0.34}\n') == {
+        "execute": 0.3, "total": 0.34}
+    assert rehearsal.job_timings("status: FAILED\n") == {}
