@@ -1,21 +1,25 @@
 # syntax=docker/dockerfile:1.7
 # ComfyUI serverless worker. Build (tokens as BuildKit secrets, never stored in a layer):
 #   docker build --secret id=HF_TOKEN,env=HF_TOKEN -t comfy-worker .
-# Older GPUs / drivers: --build-arg CUDA_VERSION=12.4.1 --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu124
+# Every pin (base image, Python, torch, ComfyUI) is in docker/pins.env; a --build-arg of the same name
+# overrides it. scripts/rehearse-image.sh runs the same steps with the same scripts outside Docker.
 # See docs/image.md.
 
-ARG CUDA_VERSION=12.8.1
-ARG UBUNTU_VERSION=24.04
+# An ARG before FROM cannot read a file: this default repeats pins.env's BASE_IMAGE (a test keeps the two
+# equal).
+ARG BASE_IMAGE=nvidia/cuda:13.0.2-base-ubuntu24.04
 
-FROM nvidia/cuda:${CUDA_VERSION}-cudnn-runtime-ubuntu${UBUNTU_VERSION}
+FROM ${BASE_IMAGE}
 
-# CUDA 12.8 wheels carry kernels for Blackwell (sm_100/sm_120) as well as Ampere, Ada and Hopper.
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
-ARG TORCH_VERSION=2.7.1
-ARG TORCHVISION_VERSION=0.22.1
-ARG TORCHAUDIO_VERSION=2.7.1
-ARG COMFYUI_REPO=https://github.com/comfyanonymous/ComfyUI.git
-ARG COMFYUI_REF=783545f689a0af730065994b46b382ae24844c99
+# No defaults here: docker/pins.sh fills in every pin not given with --build-arg from docker/pins.env.
+ARG PYTHON_VERSION
+ARG TORCH_VERSION
+ARG TORCHVISION_VERSION
+ARG TORCHAUDIO_VERSION
+ARG TORCH_INDEX_URL
+ARG COMFYUI_REPO
+ARG COMFYUI_REF
+ARG COMFYUI_VERSION
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -24,24 +28,27 @@ ENV DEBIAN_FRONTEND=noninteractive \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
-# Why DL3008 is ignored: package versions differ per CUDA base image (a build argument); the base
-# image tag pins the distribution release, and pinning exact apt versions would break every variant.
+COPY docker/pins.env docker/pins.sh /worker/docker/
+
+# Why DL3008 is ignored: the base image tag pins the distribution release, and its security updates
+# should reach a rebuild; the Python version itself is pinned (PYTHON_VERSION).
 # hadolint ignore=DL3008
-RUN apt-get update \
+RUN . /worker/docker/pins.sh \
+    && apt-get update \
     && apt-get install -y --no-install-recommends \
-        python3 python3-venv python3-dev git ca-certificates \
-        libtcmalloc-minimal4t64 libgl1 libglib2.0-0 \
+        "python${PYTHON_VERSION}" "python${PYTHON_VERSION}-venv" "python${PYTHON_VERSION}-dev" \
+        git ca-certificates libtcmalloc-minimal4t64 libgl1 libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/* \
-    && python3 -m venv /opt/venv
+    && "python${PYTHON_VERSION}" -m venv /opt/venv
 
 # One interpreter for ComfyUI, its custom nodes and the worker.
+COPY docker/install-torch.sh /worker/docker/
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
-        "torchaudio==${TORCHAUDIO_VERSION}" --index-url "${TORCH_INDEX_URL}"
+    /worker/docker/install-torch.sh
 
 COPY docker/install-comfyui.sh /worker/docker/
 RUN --mount=type=cache,target=/root/.cache/pip \
-    /worker/docker/install-comfyui.sh "${COMFYUI_REPO}" "${COMFYUI_REF}" /comfyui
+    /worker/docker/install-comfyui.sh /comfyui
 
 COPY requirements.txt /worker/
 RUN --mount=type=cache,target=/root/.cache/pip \
@@ -55,7 +62,8 @@ COPY src/comfy_worker/models/ /worker/src/comfy_worker/models/
 
 COPY snapshot/ /worker/snapshot/
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python -m comfy_worker.image.snapshot restore --snapshot /worker/snapshot --comfyui-dir /comfyui \
+    . /worker/docker/pins.sh \
+    && python -m comfy_worker.image.snapshot restore --snapshot /worker/snapshot --comfyui-dir /comfyui \
         --python /opt/venv/bin/python --pinned-comfyui "${COMFYUI_REF}" \
     && python -m comfy_worker.image.volume folders --comfyui-dir /comfyui --out /comfyui/model_folders.json
 
@@ -63,13 +71,9 @@ COPY models.yaml docker/fetch-models.sh /worker/
 RUN --mount=type=secret,id=HF_TOKEN --mount=type=secret,id=CIVITAI_TOKEN \
     /worker/fetch-models.sh /worker/models.yaml /comfyui/models
 
-COPY src/ /worker/src/
-COPY handler.py /worker/
-COPY docker/smoke.sh /worker/docker/
-RUN /worker/docker/smoke.sh
-
 # tcmalloc: faster, less fragmenting host allocations for large model loads. PYTORCH_CUDA_ALLOC_CONF
-# stays unset on purpose: ComfyUI then picks cudaMallocAsync itself on GPUs that support it.
+# stays unset on purpose: ComfyUI then picks cudaMallocAsync itself on GPUs that support it. Set before
+# the smoke test so that it runs the worker as `docker run` will.
 ENV LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
     COMFYUI_DIR=/comfyui \
     COMFYUI_PYTHON=/opt/venv/bin/python \
@@ -77,6 +81,13 @@ ENV LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
     MODELS_MANIFEST=/worker/models.yaml \
     NETWORK_VOLUME_PATH=/runpod-volume \
     LOG_LEVEL=INFO
+
+# test_input.json: `docker run IMAGE` without RunPod's environment runs it once (the runpod SDK's
+# single-job mode) and exits 0 when the job succeeds.
+COPY src/ /worker/src/
+COPY handler.py test_input.json /worker/
+COPY docker/smoke.sh /worker/docker/
+RUN /worker/docker/smoke.sh
 
 WORKDIR /worker
 CMD ["python", "-u", "handler.py"]
