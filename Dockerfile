@@ -57,15 +57,15 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 # Build tooling first (changes rarely), so node and model layers survive edits to the worker itself.
 ENV PYTHONPATH=/worker/src
 COPY src/comfy_worker/__init__.py src/comfy_worker/settings.py src/comfy_worker/errors.py /worker/src/comfy_worker/
-COPY src/comfy_worker/image/ /worker/src/comfy_worker/image/
 COPY src/comfy_worker/models/ /worker/src/comfy_worker/models/
+COPY src/comfy_worker_build/ /worker/src/comfy_worker_build/
 
 COPY snapshot/ /worker/snapshot/
 RUN --mount=type=cache,target=/root/.cache/pip \
     . /worker/docker/pins.sh \
-    && python -m comfy_worker.image.snapshot restore --snapshot /worker/snapshot --comfyui-dir /comfyui \
+    && python -m comfy_worker_build.snapshot restore --snapshot /worker/snapshot --comfyui-dir /comfyui \
         --python /opt/venv/bin/python --pinned-comfyui "${COMFYUI_REF}" \
-    && python -m comfy_worker.image.volume folders --comfyui-dir /comfyui --out /comfyui/model_folders.json
+    && python -m comfy_worker_build.volume folders --comfyui-dir /comfyui --out /comfyui/model_folders.json
 
 COPY models.yaml docker/fetch-models.sh /worker/
 RUN --mount=type=secret,id=HF_TOKEN --mount=type=secret,id=CIVITAI_TOKEN \
@@ -84,7 +84,7 @@ ENV LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
 
 # test_input.json: `docker run IMAGE` without RunPod's environment runs it once (the runpod SDK's
 # single-job mode) and exits 0 when the job succeeds.
-COPY src/ /worker/src/
+COPY src/comfy_worker/ /worker/src/comfy_worker/
 COPY handler.py test_input.json /worker/
 COPY docker/smoke.sh /worker/docker/
 RUN /worker/docker/smoke.sh

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from benchmarks.common import ROOT, target_name, wait_http
 
-from comfy_worker.localserver import free_port
+from comfy_worker_dev.localserver import free_port
 from tests.workerkit import real_comfyui, worker_env
 
 log = logging.getLogger("bench_coldstart")
@@ -47,7 +47,7 @@ import sys, time
 sys.path[:0] = [{src!r}]
 from comfy_worker.app import create_worker
 app = create_worker()
-assert app.runtime is not None and app.runtime.boot_error is None, app.runtime and app.runtime.boot_error
+assert app.comfy is not None and app.comfy.boot_error is None, app.comfy and app.comfy.boot_error
 sys.stdout.write("READY\\n"); sys.stdout.flush()
 sys.stdin.read()  # until the benchmark closes it; atexit then stops ComfyUI
 """

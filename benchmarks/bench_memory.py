@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -28,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from benchmarks.common import local_seaweedfs  # noqa: E402
-from comfy_worker.localserver import LocalWorkerServer  # noqa: E402
-from tests.emulator import FAULTS_ENV  # noqa: E402
+from comfy_worker_dev.localserver import LocalWorkerServer  # noqa: E402
+from comfy_worker_dev.emulator import FAULTS_ENV  # noqa: E402
 from tests.workerkit import worker_env  # noqa: E402
 
 MB = 1024 * 1024

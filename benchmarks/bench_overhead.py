@@ -1,137 +1,143 @@
-"""Per-job overhead of the worker against a minimal direct ComfyUI client, on the same ComfyUI.
+"""Per-job overhead of the worker as callers meet it, through the runpod SDK's local API server, against a
+minimal direct ComfyUI client on the same ComfyUI.
 
-Both run the same 512x512 EmptyImage -> ImageInvert -> SaveImage workflow (a new color per job, so every
-job really executes) and return the PNG base64-encoded. Jobs alternate between the two after a warm-up, the
-order inside each pair flipping, so drift in the machine's load hits both sides alike. Target: the worker's
-median is at most 1.10 x the direct client's.
+Three paths, interleaved in a new random order every round so that drift in the machine's load hits all
+alike:
+  direct   the least a caller does without the worker: one websocket, POST /prompt, wait for the end,
+           GET /history, read the file and base64 it (benchmarks/common.py DirectClient)
+  worker   POST /runsync to `handler.py --rp_serve_api` (the worker)
+  server   POST /runsync to the same SDK server running a handler that only answers with a result of the
+           worker's shape and size (benchmarks/trivial_handler.py): what the SDK's server itself costs
+The workflow is EmptyImage 512x512 -> ImageInvert -> SaveImage with a new color per job (so every job really
+runs), its PNG returned inline. The worker's cost is its median minus the server's; target:
+(worker - server) / direct <= 1.05, in both ways of having ComfyUI:
+  managed   the worker starts its own ComfyUI (the image's way)
+  attached  ComfyUI runs already; the worker is given COMFYUI_URL and ComfyUI's folders
 
-Run (emulator):      python benchmarks/bench_overhead.py
-Run (real ComfyUI):  COMFYUI_DIR=/opt/comfyui COMFYUI_PYTHON=/opt/comfyui-venv/bin/python \
-                         python benchmarks/bench_overhead.py [--jobs 30]
+    python benchmarks/bench_overhead.py [--mode managed|attached|both] [--jobs 60] [--warmup 5]
+    COMFYUI_DIR=/opt/image-rehearsal/comfyui COMFYUI_PYTHON=/opt/image-rehearsal/venv/bin/python \\
+        python benchmarks/bench_overhead.py
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Runnable as a script from anywhere: the repository root and src/ go on the import path.
-sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "src")]
-
 import argparse
-import asyncio
-import base64
+import contextlib
 import logging
+import os
+import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from benchmarks.common import (DirectClient, color_workflow, comfy_execution_seconds, output_matches, pixel_of_png, same_pixel,
-                    target_name)
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from comfy_worker.job import run_job
-from tests.workerkit import boot_runtime, real_comfyui
+from benchmarks.common import DirectClient, color_workflow, output_matches, target_name, wait_http  # noqa: E402
+from comfy_worker_build.processes import stop_process  # noqa: E402
+from comfy_worker_dev.emulator import make_fake_comfyui_dir  # noqa: E402
+from comfy_worker_dev.localserver import LocalWorkerServer, free_port  # noqa: E402
 
 log = logging.getLogger("bench_overhead")
-TARGET_RATIO = 1.10
+TARGET_RATIO = 1.05
 
 
-def main() -> None:
+@contextlib.contextmanager
+def comfyui(folder: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A ComfyUI of its own (the real one of COMFYUI_DIR, else the emulator) for the attached mode."""
+    comfy_dir = Path(os.environ["COMFYUI_DIR"]) if os.environ.get("COMFYUI_DIR") else make_fake_comfyui_dir(folder / "c")
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    cmd = [python, "main.py", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
+           "--input-directory", str(folder / "input"), "--output-directory", str(folder / "output"),
+           "--temp-directory", str(folder)]
+    if os.environ.get("COMFYUI_DIR"):
+        cmd.append("--cpu")
+    proc = subprocess.Popen(cmd, cwd=comfy_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if not wait_http(f"http://127.0.0.1:{port}/system_stats", time.monotonic() + 300):
+            raise SystemExit("ComfyUI did not start")
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+def worker_env(folder: Path, port: int, mode: str) -> dict[str, str]:
+    env = {"COMFYUI_INPUT_DIR": str(folder / "input"), "COMFYUI_OUTPUT_DIR": str(folder / "output"),
+           "COMFYUI_TEMP_DIR": str(folder), "LOG_LEVEL": "WARNING", "RUNPOD_LOG_LEVEL": "ERROR",
+           "UVICORN_LOG_LEVEL": "warning"}
+    if mode == "attached":
+        return {**env, "COMFYUI_URL": f"http://127.0.0.1:{port}"}
+    env["COMFYUI_PORT"] = str(port)
+    if os.environ.get("COMFYUI_DIR"):
+        env.update(COMFYUI_DIR=os.environ["COMFYUI_DIR"], COMFYUI_EXTRA_ARGS="--cpu",
+                   COMFYUI_PYTHON=os.environ.get("COMFYUI_PYTHON", sys.executable))
+    else:
+        env["COMFYUI_DIR"] = str(make_fake_comfyui_dir(folder / "c"))
+    return env
+
+
+def measure(mode: str, jobs: int, warmup: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp, contextlib.ExitStack() as stack:
+        folder, port = Path(tmp), free_port()
+        if mode == "attached":
+            stack.enter_context(comfyui(folder, port))
+        logs = stack.enter_context(open(folder / "servers.log", "wb"))
+        worker = stack.enter_context(LocalWorkerServer(worker_env(folder, port, mode), log_file=logs))
+        server = stack.enter_context(LocalWorkerServer({"TRIVIAL_RESULT_BYTES": "2000"}, log_file=logs,
+                                                       handler=ROOT / "benchmarks" / "trivial_handler.py"))
+        direct = DirectClient(f"http://127.0.0.1:{port}", folder / "output")
+        stack.callback(direct.close)
+        colors = iter(random.Random(7).sample(range(1, 0xFFFFFF), 2 * (jobs + warmup) + 10))
+
+        def run_worker() -> None:
+            color = next(colors)
+            answer = worker.runsync({"workflow": color_workflow(color, 512, "w")})
+            if answer.get("status") != "COMPLETED" or not output_matches(answer["output"], color):
+                raise SystemExit(f"the worker's job went wrong: {str(answer)[:500]}")
+
+        def run_direct() -> None:
+            color = next(colors)
+            if len(direct.run(color_workflow(color, 512, "d"))) != 1:
+                raise SystemExit("the direct client got no image")
+
+        def run_server() -> None:
+            if server.runsync({"noop": True}).get("status") != "COMPLETED":
+                raise SystemExit("the trivial handler failed")
+
+        paths: dict[str, Callable[[], None]] = {"direct": run_direct, "worker": run_worker, "server": run_server}
+        times: dict[str, list[float]] = {name: [] for name in paths}
+        order = list(paths)
+        for round_ in range(warmup + jobs):
+            random.shuffle(order)
+            for name in order:
+                started = time.perf_counter()
+                paths[name]()
+                if round_ >= warmup:
+                    times[name].append(time.perf_counter() - started)
+        return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=30, help="measured jobs per side (default 30)")
-    parser.add_argument("--warmup", type=int, default=3, help="unmeasured jobs per side first (default 3)")
+    parser.add_argument("--mode", choices=["managed", "attached", "both"], default="both")
+    parser.add_argument("--jobs", type=int, default=60, help="measured jobs per path (default 60)")
+    parser.add_argument("--warmup", type=int, default=5, help="unmeasured rounds first (default 5)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("comfy_worker").setLevel(logging.WARNING)
-
-    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
-        runtime, settings = boot_runtime(Path(tmp), real=real_comfyui() is not None, LOG_LEVEL="WARNING")
-        if runtime.boot_error:
-            raise SystemExit(f"ComfyUI did not start: {runtime.boot_error}")
-        direct = DirectClient(settings.base_url, settings.output_dir)
-        loop = asyncio.new_event_loop()  # one loop for all worker jobs, as under the runpod SDK
-        worker_s: list[float] = []
-        direct_s: list[float] = []
-        # ComfyUI's own execution time of each prompt, to tell the worker's cost from ComfyUI's variance.
-        comfy_s: dict[str, list[float]] = {"worker": [], "direct": []}
-        entries: list[dict] = []
-        fetch_history = runtime.client.history
-
-        def recording_history(prompt_id: str) -> dict | None:
-            entry = fetch_history(prompt_id)
-            if entry is not None:
-                entries.append(entry)
-            return entry
-
-        runtime.client.history = recording_history  # type: ignore[method-assign]
-        runtime.events.history_fetcher = recording_history
-        stages: dict[str, list[float]] = {}
-        color = 0x102030
-
-        def worker_job(measure: bool) -> None:
-            nonlocal color
-            color += 1
-            started = time.perf_counter()
-            result = loop.run_until_complete(run_job(
-                {"id": f"bench-{color}", "input": {"workflow": color_workflow(color)}},
-                runtime, settings, lambda p: None))
-            elapsed = time.perf_counter() - started
-            if not output_matches(result, color):
-                raise SystemExit(f"worker job failed or returned the wrong image: {str(result)[:500]}")
-            if measure:
-                worker_s.append(elapsed)
-                seconds = comfy_execution_seconds(entries[-1])
-                if seconds is not None:
-                    comfy_s["worker"].append(seconds)
-                for name, seconds in result["timings"].items():
-                    stages.setdefault(name, []).append(seconds)
-                # What run_job spends after its own total: cleanup (history delete, folder removal).
-                stages.setdefault("after_total", []).append(elapsed - result["timings"]["total"])
-
-        def direct_job(measure: bool) -> None:
-            nonlocal color
-            color += 1
-            started = time.perf_counter()
-            images = direct.run(color_workflow(color, prefix="direct"))
-            elapsed = time.perf_counter() - started
-            if len(images) != 1 or not same_pixel(pixel_of_png(base64.b64decode(images[0])), color):
-                raise SystemExit("direct job returned the wrong image")
-            if measure:
-                direct_s.append(elapsed)
-                seconds = comfy_execution_seconds(direct.last_entry)
-                if seconds is not None:
-                    comfy_s["direct"].append(seconds)
-
-        try:
-            for _ in range(args.warmup):
-                worker_job(False)
-                direct_job(False)
-            for i in range(args.jobs):
-                pair = (worker_job, direct_job) if i % 2 == 0 else (direct_job, worker_job)
-                for job in pair:
-                    job(True)
-        finally:
-            direct.close()
-            loop.close()
-            runtime.shutdown()
-
-    w, d = statistics.median(worker_s), statistics.median(direct_s)
-    log.info("target: %s; %d jobs per side after %d warm-up; 512x512 PNG delivered inline",
-             target_name(), args.jobs, args.warmup)
-    log.info("direct client: median %.1f ms  (min %.1f, max %.1f)", d * 1000, min(direct_s) * 1000,
-             max(direct_s) * 1000)
-    log.info("worker:        median %.1f ms  (min %.1f, max %.1f)", w * 1000, min(worker_s) * 1000,
-             max(worker_s) * 1000)
-    for side, values in comfy_s.items():
-        if values:
-            log.info("ComfyUI's own execution time of the %s's prompts: median %.1f ms", side,
-                     statistics.median(values) * 1000)
-    log.info("worker stages, median ms: %s", ", ".join(
-        f"{name}={statistics.median(values) * 1000:.1f}" for name, values in stages.items()))
-    log.info("ratio worker/direct = %.3f (target <= %.2f): %s", w / d, TARGET_RATIO,
-             "MET" if w / d <= TARGET_RATIO else "MISSED")
+    print(f"target: {target_name()}; {args.jobs} jobs per path after {args.warmup} warm-up rounds")
+    for mode in (["managed", "attached"] if args.mode == "both" else [args.mode]):
+        m = measure(mode, args.jobs, args.warmup)
+        ratio = (m["worker"] - m["server"]) / m["direct"]
+        print(f"{mode:>8}: direct {m['direct'] * 1000:.1f} ms, worker {m['worker'] * 1000:.1f} ms, SDK server "
+              f"alone {m['server'] * 1000:.1f} ms -> (worker - server) / direct = {ratio:.3f} "
+              f"(target <= {TARGET_RATIO}: {'MET' if ratio <= TARGET_RATIO else 'MISSED'})")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from comfy_worker.workflow import preflight  # noqa: E402
+from comfy_worker_dev.emulator.catalogue import OBJECT_INFO_PATH  # noqa: E402
 
 log = logging.getLogger("bench_preflight")
 TARGET_MS = 50.0
@@ -30,7 +31,7 @@ def graph_of(size: int) -> dict:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    object_info = json.loads((ROOT / "tests/fixtures/comfyui/object_info.json").read_text())
+    object_info = json.loads(OBJECT_INFO_PATH.read_text())
     sd = json.loads((ROOT / "tests/fixtures/comfyui/sd_txt2img_run1_request.json").read_text())["prompt"]
     graph = graph_of(200 - len(sd))
     graph.update({f"sd{k}": {**v, "inputs": {n: ([f"sd{x[0]}", x[1]] if isinstance(x, list) else x)

@@ -45,7 +45,7 @@ from PIL import Image
 
 from benchmarks.common import color_workflow, pixel_of_png, same_pixel, target_name
 from comfy_worker.comfy.client import ComfyUnavailable
-from comfy_worker.comfy.runtime import ComfyRuntime
+from comfy_worker.comfy import HttpComfy
 from comfy_worker.errors import WorkerError
 from comfy_worker.job import run_job
 from comfy_worker.settings import Settings
@@ -82,7 +82,7 @@ class Outcome:
 
 
 class FaultSuite:
-    def __init__(self, runtime: ComfyRuntime, settings: Settings, *, real: bool, job_timeout: float,
+    def __init__(self, runtime: HttpComfy, settings: Settings, *, real: bool, job_timeout: float,
                  seed: int = 1) -> None:
         self.runtime = runtime
         self.settings = settings
@@ -179,7 +179,7 @@ class FaultSuite:
         while time.monotonic() < deadline:
             try:
                 # Just after a kill the supervisor may not have seen the exit yet: retry until it has.
-                await asyncio.to_thread(self.runtime.ensure_ready)
+                await self.runtime.ready()
                 self.set_faults()
                 queue = await asyncio.to_thread(self.runtime.client.queue)
             except (ComfyUnavailable, WorkerError):
@@ -342,7 +342,7 @@ def run_suite(tmp: Path, kinds: list[str], runs: int, job_timeout: float = 20.0,
             await suite.ready()
 
         asyncio.run(all_kinds())
-        runtime.drain_cleanups()  # per-job cleanup runs just after each result is returned
+        runtime.drain()  # per-job cleanup runs just after each result is returned
         left = {name: sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
                 for name, folder in runtime.folders.items()}
     finally:

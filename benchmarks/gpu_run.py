@@ -181,7 +181,7 @@ class Bench:
 
     def comfy_env(self, name: str) -> dict[str, str]:
         """The worker's environment for a ComfyUI whose folders live under the work folder."""
-        from comfy_worker.localserver import free_port
+        from comfy_worker_dev.localserver import free_port
 
         f = self.folders(name)
         return {
@@ -521,11 +521,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     step(["runpod_import_s"], 20, lambda: results.set("runpod_import_s", round(runpod_import(bench), 4),
                                                       note="import time beyond a bare interpreter start"))
 
-    from comfy_worker.comfy.runtime import ComfyRuntime
+    from comfy_worker.comfy import connect
     from comfy_worker.settings import Settings
 
     settings = Settings.from_env(bench.comfy_env("jobs"))
-    runtime = ComfyRuntime(settings)
+    runtime = connect(settings)
     try:
         if not runtime.boot():
             raise RuntimeError(f"ComfyUI did not start for the job runs: {runtime.boot_error}")

@@ -133,7 +133,7 @@ def soak(tmp: Path, jobs: int = 300, warmup: int = 30) -> SoakReport:
             one(index)
         report.seconds = time.monotonic() - started
         report.end = _stats()
-        runtime.drain_cleanups()  # per-job cleanup runs just after each result is returned
+        runtime.drain()  # per-job cleanup runs just after each result is returned
         report.files_left = {name: _files(folder) for name, folder in runtime.folders.items()}
         report.history_left = len(runtime.client._json("GET", "/history") or {})
         queue = runtime.client.queue()

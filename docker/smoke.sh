@@ -10,5 +10,5 @@ PYTHON="${PYTHON:-/opt/venv/bin/python}"
 read -r -a smoke_args <<< "${SMOKE_ARGS:-}"
 
 "$PYTHON" -m py_compile "$WORKER_DIR/handler.py"
-PYTHONPATH="$WORKER_DIR/src" "$PYTHON" -m comfy_worker.image.smoke --comfyui-dir "$COMFYUI_DIR" \
+PYTHONPATH="$WORKER_DIR/src" "$PYTHON" -m comfy_worker_build.smoke --comfyui-dir "$COMFYUI_DIR" \
     --python "$PYTHON" --snapshot "$WORKER_DIR/snapshot" --worker-dir "$WORKER_DIR" "${smoke_args[@]}"

@@ -21,7 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from comfy_worker.image.smoke import parse_figures  # noqa: E402
+from comfy_worker_build.smoke import parse_figures  # noqa: E402
 
 # test_input.json's 64×64 image is (250, 200, 10) and (20, 40, 200). ImageInvert computes 1 - x on ComfyUI's
 # float image and SaveImage truncates 255·y to uint8, so some channels land one below 255 - x:

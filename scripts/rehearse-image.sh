@@ -163,13 +163,13 @@ image_layers() {
     export PYTHONPATH="$dir/worker/src"
     copy_in src/comfy_worker/__init__.py src/comfy_worker/settings.py src/comfy_worker/errors.py \
         /worker/src/comfy_worker/
-    copy_in src/comfy_worker/image/ /worker/src/comfy_worker/image/
     copy_in src/comfy_worker/models/ /worker/src/comfy_worker/models/
+    copy_in src/comfy_worker_build/ /worker/src/comfy_worker_build/
 
     copy_in snapshot/ /worker/snapshot/
-    step snapshot python -m comfy_worker.image.snapshot restore --snapshot "$dir/worker/snapshot" \
+    step snapshot python -m comfy_worker_build.snapshot restore --snapshot "$dir/worker/snapshot" \
         --comfyui-dir "$dir/comfyui" --python "$dir/venv/bin/python" --pinned-comfyui "$COMFYUI_REF"
-    step volume python -m comfy_worker.image.volume folders --comfyui-dir "$dir/comfyui" \
+    step volume python -m comfy_worker_build.volume folders --comfyui-dir "$dir/comfyui" \
         --out "$dir/comfyui/model_folders.json"
 
     copy_in models.yaml docker/fetch-models.sh /worker/
@@ -182,7 +182,7 @@ image_layers() {
         COMFYUI_MODEL_FOLDERS="$dir/comfyui/model_folders.json" MODELS_MANIFEST="$dir/worker/models.yaml" \
         NETWORK_VOLUME_PATH=/runpod-volume LOG_LEVEL=INFO
 
-    copy_in src/ /worker/src/
+    copy_in src/comfy_worker/ /worker/src/comfy_worker/
     copy_in handler.py test_input.json /worker/
     copy_in docker/smoke.sh /worker/docker/
     step smoke env WORKER_DIR="$dir/worker" PYTHON="$dir/venv/bin/python" "$dir/worker/docker/smoke.sh"

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from comfy_worker.localserver import LocalWorkerServer, free_port  # noqa: E402
+from comfy_worker_dev.localserver import LocalWorkerServer, free_port  # noqa: E402
 
 
 def comfy_env(workdir: Path) -> tuple[dict[str, str], str]:
@@ -32,7 +32,7 @@ def comfy_env(workdir: Path) -> tuple[dict[str, str], str]:
         where = os.environ["COMFYUI_DIR"]
         label = f"ComfyUI from {where}"
     else:
-        from tests.emulator import make_fake_comfyui_dir
+        from comfy_worker_dev.emulator import make_fake_comfyui_dir
 
         where = str(make_fake_comfyui_dir(workdir / "comfyui"))
         env["COMFYUI_DIR"] = where

@@ -8,6 +8,8 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+# The project itself, editable: `comfy-run`, `python -m comfy_run` and the dev tools work in .venv.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 # The docs' Mermaid diagrams are checked with Mermaid's own parser, which runs in node.
 if ! command -v npm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null

@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from comfy_worker.localserver import LocalWorkerServer
-from tests.emulator import FAULTS_ENV
+from comfy_worker_dev.localserver import LocalWorkerServer
+from comfy_worker_dev.emulator import FAULTS_ENV
 from tests.workerkit import boot_runtime, png_b64, run, worker_env
 
 log = logging.getLogger("tests.apiexamples")

@@ -3,13 +3,22 @@
 import json
 from pathlib import Path
 
+from comfy_worker_dev.emulator.catalogue import OBJECT_INFO_PATH
+
 FIXTURES = Path(__file__).parent / "fixtures"
 CAPTURES = FIXTURES / "comfyui"
 
 
+def capture_path(name: str) -> Path:
+    """Where a capture lies: the object_info capture is the emulator's own catalogue, the rest are here."""
+    if name == "object_info.json":
+        return OBJECT_INFO_PATH
+    return CAPTURES / name
+
+
 def capture(name: str):
     """A captured JSON file; HTTP captures are unwrapped to their JSON body."""
-    data = json.loads((CAPTURES / name).read_text())
+    data = json.loads(capture_path(name).read_text())
     if isinstance(data, dict) and "json" in data and "status" in data:
         return data["json"]
     return data

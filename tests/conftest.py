@@ -3,7 +3,7 @@ from collections.abc import Iterator
 import pytest
 
 from .captures import capture
-from .emulator import EmulatorHandle, start_emulator
+from comfy_worker_dev.emulator import EmulatorHandle, start_emulator
 
 
 @pytest.fixture

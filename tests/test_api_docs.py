@@ -9,7 +9,7 @@ import re
 import jsonschema
 import pytest
 
-from comfy_worker import apispec, reference
+from comfy_worker_dev import apispec, reference
 from comfy_worker.errors import ErrorCode
 from tests import apiexamples
 
@@ -81,7 +81,7 @@ def json_blocks(text: str) -> list[tuple[int, str, object]]:
 
 
 def test_schema_files_match_the_models():
-    assert not apispec.stale_schemas(), "docs/schema is stale: run python -m comfy_worker.reference --write"
+    assert not apispec.stale_schemas(), "docs/schema is stale: run python -m comfy_worker_dev.reference --write"
 
 
 def test_a_changed_model_makes_the_schema_stale(monkeypatch, tmp_path):

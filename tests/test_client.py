@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from comfy_worker.client import describe_error, parse_error, parse_override
-from comfy_worker.client.spec import UsageError
-from comfy_worker.localserver import LocalWorkerServer
-from tests.emulator import FAULTS_ENV
+from comfy_run import describe_error, parse_error, parse_override
+from comfy_run.spec import UsageError
+from comfy_worker_dev.localserver import LocalWorkerServer
+from comfy_worker_dev.emulator import FAULTS_ENV
 from tests.httpserve import serve_http
 from tests.workerkit import png_b64, worker_env
 
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def client(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "comfy_worker.client", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "comfy_run", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout,
                           env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})})
 
@@ -226,7 +226,7 @@ def test_ctrl_c_cancels_the_job(tmp_path):
     with FakeEndpoint([_progress("3", "KSampler", 1, 5.0)], repeat_last=True) as fake:
         # A shell runs background jobs with SIGINT ignored, and children inherit that; a terminal's Ctrl-C
         # reaches a process whose SIGINT is at its default, so restore it for the client.
-        proc = subprocess.Popen([sys.executable, "-m", "comfy_worker.client", str(wf), "--endpoint", "ep1",
+        proc = subprocess.Popen([sys.executable, "-m", "comfy_run", str(wf), "--endpoint", "ep1",
                                  "--poll", "0.05"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **fake.env()},
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -270,7 +270,7 @@ def test_error_formats():
 
 
 def test_saved_output_base64_is_decoded(tmp_path):
-    from comfy_worker.client import Outcome
+    from comfy_run import Outcome
 
     data = base64.b64decode(png_b64((3, 3)))
     outcome = Outcome("j", "COMPLETED", {"outputs": [{"node_id": "1", "kind": "image", "filename": "a.png",

@@ -11,7 +11,7 @@ import pytest
 
 from comfy_worker.comfy.client import ComfyClient, ComfyUnavailable
 from comfy_worker.comfy.events import Event, Inbox
-from tests.emulator import EmulatorHandle
+from comfy_worker_dev.emulator import EmulatorHandle
 
 
 def test_a_burst_from_another_thread_arrives_whole_in_order_with_one_wake_up() -> None:

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from comfy_worker.image import smoke
-from comfy_worker.image.smoke import check_worker_imports, import_failures, missing_node_modules
+from comfy_worker_build import smoke
+from comfy_worker_build.smoke import check_worker_imports, import_failures, missing_node_modules
+from comfy_worker_dev.emulator.catalogue import OBJECT_INFO_PATH
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = (REPO / "Dockerfile").read_text()
@@ -219,7 +220,7 @@ def test_install_comfyui_refuses_a_ref_that_is_not_the_pinned_version(tmp_path: 
 def test_run_steps_call_our_scripts_only() -> None:
     runs = re.findall(r"^RUN (.*?)(?<!\\)$", DOCKERFILE, re.MULTILINE | re.DOTALL)
     joined = "\n".join(runs)
-    for module in ("comfy_worker.image.snapshot restore", "comfy_worker.image.volume folders"):
+    for module in ("comfy_worker_build.snapshot restore", "comfy_worker_build.volume folders"):
         assert module in joined
     for script in ("install-torch.sh", "install-comfyui.sh", "fetch-models.sh", "smoke.sh"):
         assert script in joined and (REPO / "docker" / script).is_file()
@@ -232,7 +233,8 @@ def test_run_steps_call_our_scripts_only() -> None:
 def test_layer_order_keeps_rebuilds_quick() -> None:
     order = [DOCKERFILE.index(marker) for marker in (
         "install-torch.sh\n", "install-comfyui.sh /comfyui", "pip install -r /worker/requirements.txt",
-        "COPY src/comfy_worker/image/", "COPY snapshot/", "COPY models.yaml", "COPY src/ ", "COPY handler.py",
+        "COPY src/comfy_worker_build/", "COPY snapshot/", "COPY models.yaml", "COPY src/comfy_worker/ ",
+        "COPY handler.py",
         "smoke.sh\n")]
     assert order == sorted(order)
 
@@ -279,7 +281,7 @@ def test_import_failures_are_found_in_comfyui_logs() -> None:
 
 
 def test_catalogue_check_against_a_captured_object_info() -> None:
-    object_info = json.loads((FIXTURES / "object_info.json").read_text())
+    object_info = json.loads(OBJECT_INFO_PATH.read_text())
     object_info = object_info.get("json", object_info)
     object_info["MyNode"] = {"python_module": "custom_nodes.ComfyUI-Nice"}
     assert missing_node_modules(object_info, ["ComfyUI-Nice"]) == []
@@ -288,7 +290,7 @@ def test_catalogue_check_against_a_captured_object_info() -> None:
 
 
 def test_worker_package_imports_without_torch() -> None:
-    code = ("import sys; from comfy_worker.image.smoke import check_worker_imports as c; "
+    code = ("import sys; from comfy_worker_build.smoke import check_worker_imports as c; "
             "problems = c(); assert not problems, problems")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env={"PYTHONPATH": str(REPO / "src")})
     assert check_worker_imports.__doc__
@@ -362,8 +364,8 @@ def test_figures_line_round_trips() -> None:
                "device": "cpu", "job_seconds": 15.3}
     line = smoke.format_figures(figures)
     assert line.startswith("smoke figures: {") and "\n" not in line
-    log_text = f"INFO x: started\nINFO comfy_worker.image.smoke: {smoke.format_figures({'old': 1})}\n" \
-               f"INFO comfy_worker.image.smoke: {line}\nINFO x: smoke test passed\n"
+    log_text = f"INFO x: started\nINFO comfy_worker_build.smoke: {smoke.format_figures({'old': 1})}\n" \
+               f"INFO comfy_worker_build.smoke: {line}\nINFO x: smoke test passed\n"
     assert smoke.parse_figures(log_text) == figures
     assert smoke.parse_figures("no figures here\n") == {}
 
@@ -429,7 +431,7 @@ def test_smoke_main_logs_its_figures(tmp_path: Path, monkeypatch: pytest.MonkeyP
     (worker / "snapshot").mkdir()
     (worker / "snapshot" / "snapshot.json").write_text(json.dumps({
         "git_custom_nodes": {"https://github.com/someone/Nice": {"hash": "a" * 40}}}))
-    caplog.set_level("INFO", logger="comfy_worker.image.smoke")
+    caplog.set_level("INFO", logger="comfy_worker_build.smoke")
     code = smoke.main(["--comfyui-dir", str(comfyui), "--python", sys.executable, "--worker-dir", str(worker),
                        "--snapshot", str(worker / "snapshot"), "--timeout", "60", "--job-timeout", "60"])
     assert code == 0, caplog.text
@@ -477,8 +479,8 @@ def test_rehearsal_copies_what_the_dockerfile_copies_in_the_same_order() -> None
 def test_rehearsal_runs_the_dockerfiles_steps_in_order() -> None:
     rehearsal = (REPO / "scripts" / "rehearse-image.sh").read_text()
     order = [rehearsal.index(marker) for marker in (
-        '-m venv', "install-torch.sh\"", "install-comfyui.sh\"", "pip install -r", "image.snapshot restore",
-        "image.volume folders", "fetch-models.sh\"", "LD_PRELOAD", "smoke.sh\"", "pip check", "run-job.sh")]
+        '-m venv', "install-torch.sh\"", "install-comfyui.sh\"", "pip install -r", "comfy_worker_build.snapshot restore",
+        "comfy_worker_build.volume folders", "fetch-models.sh\"", "LD_PRELOAD", "smoke.sh\"", "pip check", "run-job.sh")]
     assert order == sorted(order)
 
 

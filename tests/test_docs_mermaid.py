@@ -1,6 +1,6 @@
 """Every Mermaid block of the README and docs/ parses with Mermaid's own parser."""
 
-from comfy_worker import mermaid
+from comfy_worker_dev import mermaid
 
 
 def test_docs_have_the_three_diagrams():

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from comfy_worker import reference
+from comfy_worker_dev import reference
 from comfy_worker.errors import ErrorCode
 from comfy_worker.settings import Settings
 

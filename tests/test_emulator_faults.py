@@ -16,9 +16,9 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.emulator import EmulatorHandle, Faults, make_fake_comfyui_dir, start_emulator
-from tests.emulator.client import ComfyClient
-from tests.emulator.executor import OOM_TIP
+from comfy_worker_dev.emulator import EmulatorHandle, Faults, make_fake_comfyui_dir, start_emulator
+from comfy_worker_dev.emulator.client import ComfyClient
+from comfy_worker_dev.emulator.executor import OOM_TIP
 
 
 @pytest.fixture
@@ -225,7 +225,7 @@ def test_undeclared_input_changes_cache_signature(fresh: EmulatorHandle) -> None
 
 def test_runs_as_module(tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-u", "-m", "tests.emulator", "--port", "0", "--base-directory",
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "comfy_worker_dev.emulator", "--port", "0", "--base-directory",
                              str(tmp_path), "--temp-directory", str(tmp_path / "t"), "--cpu"],
                             cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -13,8 +13,8 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.emulator import EmulatorHandle
-from tests.emulator.client import ComfyClient, event_types
+from comfy_worker_dev.emulator import EmulatorHandle
+from comfy_worker_dev.emulator.client import ComfyClient, event_types
 
 CAPTURES = Path(__file__).parent / "fixtures" / "comfyui"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

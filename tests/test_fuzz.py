@@ -32,6 +32,7 @@ from comfy_worker.schema import parse_job_input
 from comfy_worker.workflow import resolve_workflow
 
 from .workerkit import boot_runtime, empty_image_workflow, error_of, run
+from comfy_worker_dev.emulator.catalogue import OBJECT_INFO_PATH
 
 # Hypothesis caches constants and Unicode tables in its home folder: keep it out of the checkout.
 _HOME = tempfile.mkdtemp(prefix="hypothesis-")
@@ -39,7 +40,7 @@ set_hypothesis_home_dir(_HOME)
 atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "comfyui"
-OBJECT_INFO: dict[str, Any] = json.loads((FIXTURES / "object_info.json").read_text())
+OBJECT_INFO: dict[str, Any] = json.loads(OBJECT_INFO_PATH.read_text())
 CLASSES = sorted(OBJECT_INFO)
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 # The fixed CI budget explores the same examples every run (a red build is reproducible); a longer run

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from comfy_worker.image.hub import env_entries, main, render
+from comfy_worker_build.hub import env_entries, main, render
 from comfy_worker.settings import Settings
+from comfy_worker_dev.emulator.catalogue import OBJECT_INFO_PATH
 
 REPO = Path(__file__).resolve().parents[1]
 HUB = json.loads((REPO / ".runpod" / "hub.json").read_text())
 TESTS = json.loads((REPO / ".runpod" / "tests.json").read_text())
-OBJECT_INFO = json.loads((REPO / "tests" / "fixtures" / "comfyui" / "object_info.json").read_text())
+OBJECT_INFO = json.loads(OBJECT_INFO_PATH.read_text())
 
 
 def test_hub_json_has_the_required_fields() -> None:
@@ -33,10 +34,10 @@ def test_hub_json_has_the_required_fields() -> None:
 
 def test_every_settings_variable_is_in_hub_json() -> None:
     """Compares against Settings as it is now; after adding a setting run
-    `PYTHONPATH=src python -m comfy_worker.image.hub` to regenerate the list."""
+    `PYTHONPATH=src python -m comfy_worker_build.hub` to regenerate the list."""
     keys = {item["key"] for item in HUB["config"]["env"]}
     missing = sorted(set(Settings.env_names().values()) - keys)
-    assert not missing, f"not in .runpod/hub.json (regenerate with python -m comfy_worker.image.hub): {missing}"
+    assert not missing, f"not in .runpod/hub.json (regenerate with python -m comfy_worker_build.hub): {missing}"
     assert main(["--hub", str(REPO / ".runpod" / "hub.json"), "--check"]) == 0
 
 

@@ -3,7 +3,9 @@ import io
 import pytest
 from PIL import Image
 
-from comfy_worker.media.outputs import FileRef, collect_outputs, guess_mime, image_size, local_path
+from comfy_worker.comfy import FileRef
+from comfy_worker.comfy.http import local_path
+from comfy_worker.media.outputs import collect_outputs, guess_mime, image_size
 
 from .captures import capture
 

@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from comfy_worker import mermaid
-from comfy_worker.localserver import REPO_ROOT, LocalWorkerServer
-from tests.emulator import FAULTS_ENV
-from tests.emulator.server import DEVICE_ENV
+from comfy_worker_dev import mermaid
+from comfy_worker_dev.localserver import LocalWorkerServer
+from tests.platform.harness import REPO_ROOT
+from comfy_worker_dev.emulator import FAULTS_ENV
+from comfy_worker_dev.emulator.server import DEVICE_ENV
 from tests.platform import (SDK_VERSION, Call, RunPodPlatform, WorkerProcess, fake_nvidia_smi, recording_torch,
                             to_mermaid)
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from comfy_worker.processes import stop_process
+from comfy_worker_build.processes import stop_process
 
 
 def test_a_child_that_ends_on_sigterm_is_reaped() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from comfy_worker.image.snapshot import (
+from comfy_worker_build.snapshot import (
     SnapshotError,
     build_plan,
     fetch_cnr_node,
@@ -55,7 +55,7 @@ def test_plan_for_every_kind_of_node(tmp_path: Path) -> None:
     argvs = [step.argv for step in plan.steps]
     pip = ["/venv/bin/python", "-m", "pip", "install", "--disable-pip-version-check", "-c", "/tmp/c.txt"]
     nice = "/comfyui/custom_nodes/ComfyUI-Nice-Nodes"
-    assert argvs[0][:3] == ["/venv/bin/python", "-m", "comfy_worker.image.snapshot"]
+    assert argvs[0][:3] == ["/venv/bin/python", "-m", "comfy_worker_build.snapshot"]
     assert ["git", "clone", "--quiet", "--recursive", "https://github.com/example/ComfyUI-Nice-Nodes.git",
             nice] in argvs
     assert ["git", "-C", nice, "checkout", "--quiet", HASH] in argvs

@@ -11,16 +11,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from comfy_worker.image.volume import (
+from comfy_worker.models.volume import (
     CODE_KEYS,
     ModelFolders,
-    extra_model_paths_args,
-    main,
+    volume_model_paths_args,
     model_download_root,
     read_folders_from_comfyui,
     volume_config,
     write_volume_config,
 )
+from comfy_worker.comfy.process import comfyui_command
+from comfy_worker_build.volume import main
 from comfy_worker.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "comfyui"
@@ -77,7 +78,7 @@ def test_no_volume_no_config(tmp_path: Path) -> None:
     settings = _settings(tmp_path, NETWORK_VOLUME_PATH=str(tmp_path / "absent"))
     assert write_volume_config(settings, tmp_path / "out.yaml") is None
     assert not (tmp_path / "out.yaml").exists()
-    assert extra_model_paths_args(settings, tmp_path / "out.yaml") == []
+    assert volume_model_paths_args(settings, tmp_path / "out.yaml") == []
     assert model_download_root(settings) == tmp_path / "comfyui" / "models"
 
 
@@ -89,7 +90,9 @@ def test_volume_config_written_and_passed_after_the_operators_file(tmp_path: Pat
     settings = _settings(tmp_path, NETWORK_VOLUME_PATH=str(volume), COMFYUI_MODEL_FOLDERS=str(folders_file),
                          COMFYUI_EXTRA_MODEL_PATHS="/etc/mine.yaml")
     dest = tmp_path / "gen" / "extra.yaml"
-    assert extra_model_paths_args(settings, dest) == [
+    assert volume_model_paths_args(settings, dest) == ["--extra-model-paths-config", str(dest)]
+    # ComfyUI gets the operator's file first, then the volume's.
+    assert comfyui_command(settings, volume_model_paths_args(settings, dest))[-4:] == [
         "--extra-model-paths-config", "/etc/mine.yaml", "--extra-model-paths-config", str(dest)]
     added = _comfyui_loader_semantics(yaml.safe_load(dest.read_text()), dest.parent)
     assert str(volume / "models" / "loras") in added["loras"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from comfy_worker.comfy.runtime import ComfyRuntime
+from comfy_worker.comfy import AttachedComfy, connect
 from comfy_worker.settings import Settings
-from tests.emulator import start_emulator
+from comfy_worker_dev.emulator import start_emulator
 
 from .workerkit import empty_image_workflow, error_of, run
 
@@ -13,8 +13,8 @@ def test_attached_comfyui(tmp_path):
     emulator = start_emulator(tmp_path / "emu")
     try:
         settings = Settings.from_env({"COMFYUI_URL": emulator.url, "COMFY_HISTORY_POLL_INTERVAL": "1"})
-        runtime = ComfyRuntime(settings)
-        assert runtime.boot() and runtime.process is None
+        runtime = connect(settings)
+        assert runtime.boot() and isinstance(runtime, AttachedComfy)
         assert not runtime.local_files
         result = run(runtime, settings, {"workflow": empty_image_workflow(color=0x123456)})
         assert "error" not in result, result
@@ -27,7 +27,7 @@ def test_attached_comfyui(tmp_path):
 
 def test_attached_comfyui_that_is_gone(tmp_path):
     settings = Settings.from_env({"COMFYUI_URL": "http://127.0.0.1:9", "COMFYUI_START_TIMEOUT": "1"})
-    runtime = ComfyRuntime(settings)
+    runtime = connect(settings)
     assert runtime.boot() is False
     err = error_of(run(runtime, settings, {"workflow": empty_image_workflow()}))
     assert err["code"] == "COMFYUI_UNAVAILABLE" and "127.0.0.1:9" in err["message"]

@@ -145,7 +145,7 @@ def test_refresh_after_n_jobs_and_concurrency_config(tmp_path):
         second = asyncio.run(app.handler({"id": "b", "input": job}))
         assert "refresh_worker" not in first and second.get("refresh_worker") is True
     finally:
-        app.runtime.shutdown()
+        app.comfy.shutdown()
 
 
 def test_overlapping_jobs_never_mix_outputs_or_events(tmp_path):
@@ -179,4 +179,4 @@ def test_warmup_workflow_runs_before_jobs(tmp_path):
     try:
         assert app.cold_start["warmup"] > 0
     finally:
-        app.runtime.shutdown()
+        app.comfy.shutdown()

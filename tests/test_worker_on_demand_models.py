@@ -94,4 +94,4 @@ def test_start_models_are_fetched_before_the_worker_is_ready(tmp_path, serve):
         assert not (models_root / "checkpoints" / "later.ckpt").exists()
         assert "start_models" in app.cold_start
     finally:
-        app.runtime.shutdown()
+        app.comfy.shutdown()

@@ -14,7 +14,8 @@ import sys
 import pytest
 from PIL import Image
 
-from comfy_worker.localserver import REPO_ROOT, LocalWorkerServer
+from comfy_worker_dev.localserver import LocalWorkerServer
+from tests.workerkit import ROOT as REPO_ROOT
 
 from .workerkit import empty_image_workflow, worker_env
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from comfy_worker.app import create_worker
-from comfy_worker.localserver import LocalWorkerServer
+from comfy_worker_dev.localserver import LocalWorkerServer
 from comfy_worker.settings import Settings
-from tests.emulator import FAULTS_ENV
-from tests.emulator.server import DEVICE_ENV
+from comfy_worker_dev.emulator import FAULTS_ENV
+from comfy_worker_dev.emulator.server import DEVICE_ENV
 
 from .workerkit import empty_image_workflow, worker_env
 
@@ -50,7 +50,7 @@ def test_a_comfyui_that_exits_at_start_makes_the_worker_unfit_with_its_exit_code
         with pytest.raises(RuntimeError, match="exited with code 3"):
             app.check_fitness()
     finally:
-        app.runtime.shutdown()
+        app.comfy.shutdown()
 
 
 def test_the_start_budget_bounds_a_slow_boot(tmp_path, env_faults):
@@ -61,7 +61,7 @@ def test_the_start_budget_bounds_a_slow_boot(tmp_path, env_faults):
         assert time.monotonic() - started < 10
         assert app.unfit is not None and "did not answer within" in app.unfit
     finally:
-        app.runtime.shutdown()
+        app.comfy.shutdown()
 
 
 def test_start_budget_follows_runpods_init_timeout():
@@ -77,7 +77,7 @@ def test_a_gpu_host_whose_comfyui_runs_on_the_cpu_is_unfit(tmp_path, monkeypatch
     try:
         assert app.unfit is not None and "1 NVIDIA GPU(s) but ComfyUI runs on cpu" in app.unfit
     finally:
-        app.runtime.shutdown()
+        app.comfy.shutdown()
 
 
 def test_a_gpu_host_whose_comfyui_runs_on_cuda_is_fit(tmp_path, monkeypatch):
@@ -88,7 +88,7 @@ def test_a_gpu_host_whose_comfyui_runs_on_cuda_is_fit(tmp_path, monkeypatch):
         assert app.unfit is None, app.unfit
         app.check_fitness()
     finally:
-        app.runtime.shutdown()
+        app.comfy.shutdown()
 
 
 def test_local_mode_without_a_gpu_runs_comfyui_on_the_cpu(tmp_path, monkeypatch):
@@ -97,11 +97,11 @@ def test_local_mode_without_a_gpu_runs_comfyui_on_the_cpu(tmp_path, monkeypatch)
     app = create_worker(Settings.from_env(worker_env(tmp_path, COMFYUI_EXTRA_ARGS="")))
     try:
         assert app.unfit is None
-        assert "--cpu" in app.runtime.settings.comfyui_extra_args
-        argv = app.runtime.client.system_stats()["system"]["argv"]
+        assert "--cpu" in app.comfy.settings.comfyui_extra_args
+        argv = app.comfy.client.system_stats()["system"]["argv"]
         assert "--cpu" in argv
     finally:
-        app.runtime.shutdown()
+        app.comfy.shutdown()
 
 
 def test_the_sdk_checks_are_off_in_the_worker_process(tmp_path, monkeypatch):
@@ -110,14 +110,14 @@ def test_the_sdk_checks_are_off_in_the_worker_process(tmp_path, monkeypatch):
     app = create_worker(Settings.from_env(worker_env(tmp_path)), boot=False)
     assert os.environ["RUNPOD_SKIP_AUTO_SYSTEM_CHECKS"] == "true"
     assert os.environ["RUNPOD_SKIP_GPU_CHECK"] == "true"
-    app.runtime.shutdown()
+    app.comfy.shutdown()
 
 
 def test_comfyui_lost_for_good_during_a_job_ends_the_worker_after_that_job(tmp_path):
     app = create_worker(Settings.from_env(worker_env(tmp_path, COMFYUI_RESTART="false")))
     try:
         assert app.unfit is None
-        app.runtime.client._request("POST", "/__emulator__/faults", json={"crash_on_node": "EmptyImage"})
+        app.comfy.client._request("POST", "/__emulator__/faults", json={"crash_on_node": "EmptyImage"})
         import asyncio
 
         result = asyncio.run(app.handler({"id": "crash", "input": {"workflow": empty_image_workflow()}}))
@@ -125,7 +125,7 @@ def test_comfyui_lost_for_good_during_a_job_ends_the_worker_after_that_job(tmp_p
         assert app.ending is not None and "COMFYUI_RESTART is off" in app.ending
         assert app.config["refresh_worker"] is True  # the SDK posts this result with stopPod, then stops
     finally:
-        app.runtime.shutdown()
+        app.comfy.shutdown()
 
 
 def test_the_local_server_of_an_unfit_worker_exits_at_once_saying_why(tmp_path):

@@ -10,9 +10,10 @@ import pytest
 
 from comfy_worker.errors import ErrorCode, WorkerError
 from comfy_worker.workflow import convert_ui_workflow, is_ui_workflow, preflight, to_api_workflow
+from comfy_worker_dev.emulator.catalogue import OBJECT_INFO_PATH
 
 FIXTURES = Path(__file__).parent / "fixtures"
-OBJECT_INFO = json.loads((FIXTURES / "comfyui" / "object_info.json").read_text())
+OBJECT_INFO = json.loads(OBJECT_INFO_PATH.read_text())
 DRIFT = json.loads((FIXTURES / "workflow" / "template_version_drift.json").read_text())["templates"]
 
 templates_pkg = pytest.importorskip("comfyui_workflow_templates_json")

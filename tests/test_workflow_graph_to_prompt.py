@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from comfy_worker.workflow import convert_ui_workflow
+from comfy_worker_dev.emulator.catalogue import OBJECT_INFO_PATH
 
 FIXTURES = Path(__file__).parent / "fixtures"
-OBJECT_INFO = json.loads((FIXTURES / "comfyui" / "object_info.json").read_text())
+OBJECT_INFO = json.loads(OBJECT_INFO_PATH.read_text())
 RECORDED = sorted((FIXTURES / "graph_to_prompt").glob("*.json"))
 
 templates_pkg = pytest.importorskip("comfyui_workflow_templates_json")

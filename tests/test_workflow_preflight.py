@@ -10,10 +10,11 @@ import pytest
 
 from comfy_worker.errors import ErrorCode, WorkerError
 from comfy_worker.workflow import Policy, dry_run, expand_batch, preflight, resolve_workflow
-from comfy_worker.workflow.overrides import apply_inputs, randomize_seeds, set_media_name
+from comfy_worker.workflow.overrides import apply_inputs, randomize_seeds
+from comfy_worker_dev.emulator.catalogue import OBJECT_INFO_PATH
 
 FIX = Path(__file__).parent / "fixtures" / "comfyui"
-OI = json.loads((FIX / "object_info.json").read_text())
+OI = json.loads(OBJECT_INFO_PATH.read_text())
 CASES = sorted(p.name[: -len("_response.json")] for p in FIX.glob("err_*_response.json")
                if (FIX / p.name.replace("_response", "_request")).exists())
 
@@ -172,13 +173,12 @@ def test_inputs_by_id_and_dotted_title() -> None:
     assert info.value.details["errors"][0]["node_ids"] == ["1", "3"]
 
 
-def test_media_slots_and_final_name() -> None:
+def test_media_slots_say_what_their_input_loads() -> None:
     g = {"1": {"class_type": "LoadImage", "inputs": {"image": "x.png"}, "_meta": {"title": "Photo"}},
          "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}
     g2, media = apply_inputs(g, {"Photo.image": "https://example.com/a.png"}, OI)
-    assert [(m.node_id, m.input_name) for m in media] == [("1", "image")]
-    set_media_name(g2, media[0], "job1/a.png")
-    assert g2["1"]["inputs"]["image"] == "job1/a.png"
+    assert [(m.node_id, m.input_name, m.kind) for m in media] == [("1", "image", "image")]
+    assert g2["1"]["inputs"]["image"] == "https://example.com/a.png"
     assert g["1"]["inputs"]["image"] == "x.png"  # the request's graph is untouched
 
 

@@ -13,11 +13,11 @@ from typing import Any
 
 from PIL import Image
 
-from comfy_worker.comfy.runtime import ComfyRuntime
+from comfy_worker.comfy import HttpComfy, connect
 from comfy_worker.job import run_job
-from comfy_worker.localserver import free_port
+from comfy_worker_dev.localserver import free_port
 from comfy_worker.settings import Settings
-from tests.emulator import FAULTS_ENV, make_fake_comfyui_dir
+from comfy_worker_dev.emulator import FAULTS_ENV, make_fake_comfyui_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,25 +57,25 @@ def worker_env(tmp_path: Path, *, real: bool = False, **extra: str) -> dict[str,
 
 
 def boot_runtime(tmp_path: Path, *, faults: dict[str, Any] | None = None, real: bool = False,
-                 **extra: str) -> tuple[ComfyRuntime, Settings]:
+                 **extra: str) -> tuple[HttpComfy, Settings]:
     env = worker_env(tmp_path, real=real, **extra)
     if faults is not None:
         os.environ[FAULTS_ENV] = json.dumps(faults)
     try:
         settings = Settings.from_env(env)
-        runtime = ComfyRuntime(settings)
+        runtime = connect(settings)
         runtime.boot()
     finally:
         os.environ.pop(FAULTS_ENV, None)
     return runtime, settings
 
 
-def run(runtime: ComfyRuntime, settings: Settings, job_input: Any, job_id: str = "job-1",
+def run(runtime: HttpComfy, settings: Settings, job_input: Any, job_id: str = "job-1",
         progress: list | None = None) -> dict[str, Any]:
     sink = progress.append if progress is not None else (lambda p: None)
     result = asyncio.run(run_job({"id": job_id, "input": job_input}, runtime, settings, sink))
     # Cleanup runs after the result is returned; tests look at ComfyUI's folders once it is done.
-    runtime.drain_cleanups()
+    runtime.drain()
     return result
 
 

@@ -19,7 +19,7 @@ from comfy_worker.app import create_worker  # noqa: E402
 
 def main() -> None:
     app = create_worker()
-    runtime = app.runtime
+    runtime = app.comfy
     sys.stdout.write(json.dumps({"ready": app.unfit is None,
                                  "in_process_seconds": round(time.monotonic() - started, 3),
                                  "cold_start": app.cold_start, "boot_error": app.unfit}) + "\n")

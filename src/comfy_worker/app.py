@@ -25,13 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import sdk
-from .comfy.runtime import ComfyRuntime
+from .comfy import AttachedComfy, ManagedComfy, connect
 from .logs import configure_logging
+from .models.volume import volume_model_paths_args
 from .settings import Settings, SettingsError
 
 log = logging.getLogger("comfy_worker.app")
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+Comfy = ManagedComfy | AttachedComfy
 # Seconds a worker that must end waits after its last job, so the SDK's post of that job's result goes out.
 _RESULT_GRACE = 3.0
 
@@ -40,7 +42,7 @@ _RESULT_GRACE = 3.0
 class WorkerApp:
     handler: Handler
     settings: Settings | None
-    runtime: ComfyRuntime | None
+    comfy: Comfy | None
     cold_start: dict[str, float] = field(default_factory=dict)
     unfit: str | None = None  # why this worker cannot run jobs; it then ends instead of taking any
     ending: str | None = None  # why this worker ends after the job in flight
@@ -74,8 +76,8 @@ class WorkerApp:
         """The worker's start-up check, run by the SDK before its first job-take (production only)."""
         if self.unfit:
             raise RuntimeError(self.unfit)
-        if self.runtime is not None and not self.runtime.is_alive():
-            raise RuntimeError(f"ComfyUI stopped before the first job: {self.runtime.describe_exit()}")
+        if self.comfy is not None and not self.comfy.is_alive():
+            raise RuntimeError(f"ComfyUI stopped before the first job: {self.comfy.describe_exit()}")
 
     def serve(self) -> None:
         """Hand the worker to the runpod SDK. A worker that cannot run jobs takes none: in production the
@@ -86,8 +88,8 @@ class WorkerApp:
             log.error("the worker cannot run jobs and ends: %s", self.unfit)
             sys.exit(1)  # atexit stops ComfyUI
         sdk.register_fitness(self.check_fitness)
-        if self.runtime is not None:
-            self.runtime.on_failure(self._comfyui_lost)
+        if self.comfy is not None:
+            self.comfy.on_failure(self._comfyui_lost)
         runpod.serverless.start(self.config)
 
     def _comfyui_lost(self, reason: str) -> None:
@@ -102,7 +104,7 @@ class WorkerApp:
             self.end_after_job(f"ComfyUI cannot be brought back: {reason}")
             return
         log.error("ComfyUI cannot be brought back (%s); the worker ends so that RunPod replaces it", reason)
-        _log_comfyui_tail(self.runtime)
+        _log_comfyui_tail(self.comfy)
         _flush_and_exit(1)
 
 
@@ -120,29 +122,30 @@ def create_worker(settings: Settings | None = None, *, boot: bool = True) -> Wor
     configure_logging(settings.log_level)
     sdk.disable_sdk_checks()
     settings = _local_cpu_fallback(settings)
-    runtime = ComfyRuntime(settings)
-    atexit.register(runtime.shutdown)
+    # Every model folder of ComfyUI mapped onto the network volume, when one is mounted.
+    comfy = connect(settings, volume_model_paths_args(settings) if settings.manages_process else ())
+    atexit.register(comfy.shutdown)
     if boot:
-        runtime.start()  # ComfyUI takes seconds to boot: the rest of the start-up happens meanwhile
-    app = WorkerApp(_refuse, settings, runtime)
-    app.handler = _job_handler(app, settings, runtime)
+        comfy.start()  # ComfyUI takes seconds to boot: the rest of the start-up happens meanwhile
+    app = WorkerApp(_refuse, settings, comfy)
+    app.handler = _job_handler(app, settings, comfy)
     if not boot:
         return app
     import runpod  # noqa: F401  (the SDK takes over a second to import: it does so while ComfyUI boots)
 
     sdk.redact_sdk_logs()
     deadline = started + settings.start_budget
-    app.unfit = _start(app, settings, runtime, deadline)
+    app.unfit = _start(app, settings, comfy, deadline)
     app.cold_start["total"] = round(time.monotonic() - started, 3)
     if app.unfit:
         log.error("the worker cannot start: %s", app.unfit)
-        _log_comfyui_tail(runtime)
+        _log_comfyui_tail(comfy)
     else:
         log.info("cold start: %s; ready to take jobs", json.dumps(app.cold_start))
     return app
 
 
-def _start(app: WorkerApp, settings: Settings, runtime: ComfyRuntime, deadline: float) -> str | None:
+def _start(app: WorkerApp, settings: Settings, comfy: Comfy, deadline: float) -> str | None:
     """Everything between spawning ComfyUI and taking the first job. Returns why the worker is unfit."""
     budget = settings.start_budget
     fetched = _fetch_start_models(settings, deadline)
@@ -150,15 +153,15 @@ def _start(app: WorkerApp, settings: Settings, runtime: ComfyRuntime, deadline: 
         return f"the start-up model downloads did not finish within the start budget of {budget:.0f} s"
     if fetched:
         app.cold_start["start_models"] = round(fetched, 3)
-    runtime.wait(max(1.0, deadline - time.monotonic()))
-    app.cold_start["comfyui_boot"] = round(runtime.boot_seconds or 0.0, 3)
-    if runtime.boot_error is not None:
-        return f"ComfyUI is not ready: {runtime.boot_error}"
-    problem = _device_problem(settings, runtime)
+    comfy.wait(max(1.0, deadline - time.monotonic()))
+    app.cold_start["comfyui_boot"] = round(comfy.boot_seconds or 0.0, 3)
+    if comfy.boot_error is not None:
+        return f"ComfyUI is not ready: {comfy.boot_error}"
+    problem = _device_problem(settings, comfy)
     if problem:
         return problem
     if settings.warmup_workflow:
-        seconds = _warm_up(settings, runtime, deadline - time.monotonic())
+        seconds = _warm_up(settings, comfy, deadline - time.monotonic())
         if seconds is None:
             return f"the warm-up workflow did not finish within the start budget of {budget:.0f} s"
         app.cold_start["warmup"] = round(seconds, 3)
@@ -171,7 +174,7 @@ async def _refuse(job: dict[str, Any]) -> dict[str, Any]:
     raise RuntimeError("this worker cannot run jobs")  # never reached: an unfit worker takes no job
 
 
-def _job_handler(app: WorkerApp, settings: Settings, runtime: ComfyRuntime) -> Handler:
+def _job_handler(app: WorkerApp, settings: Settings, comfy: Comfy) -> Handler:
     from .job import run_job
 
     counter = itertools.count(1)
@@ -182,7 +185,7 @@ def _job_handler(app: WorkerApp, settings: Settings, runtime: ComfyRuntime) -> H
         send, poster = sdk.progress_sender(job)
         try:
             try:
-                result = await run_job(job, runtime, settings, send)
+                result = await run_job(job, comfy, settings, send)
             finally:
                 if poster is not None:
                     await poster.aclose()  # no progress post may arrive after the result
@@ -191,8 +194,8 @@ def _job_handler(app: WorkerApp, settings: Settings, runtime: ComfyRuntime) -> H
             if refresh_every and next(counter) % refresh_every == 0:
                 result["refresh_worker"] = True
                 app.end_after_job(f"a fresh worker is due after {refresh_every} jobs (REFRESH_WORKER_AFTER_JOBS)")
-            if not runtime.is_alive():
-                failure = await asyncio.to_thread(runtime.verdict)
+            if not comfy.is_alive():
+                failure = await asyncio.to_thread(comfy.verdict)
                 if failure is not None:
                     app.end_after_job(f"ComfyUI cannot be brought back: {failure}")
             return result
@@ -228,7 +231,7 @@ def _host_gpu_count() -> int:
     return sum(1 for line in listed.stdout.splitlines() if line.startswith("GPU "))
 
 
-def _device_problem(settings: Settings, runtime: ComfyRuntime) -> str | None:
+def _device_problem(settings: Settings, comfy: Comfy) -> str | None:
     """On a host with a GPU, ComfyUI must run on it: a CUDA build of torch that cannot see the GPU falls
     back to the CPU silently and would run every job hundreds of times slower."""
     if "--cpu" in shlex.split(settings.comfyui_extra_args):
@@ -237,7 +240,7 @@ def _device_problem(settings: Settings, runtime: ComfyRuntime) -> str | None:
     if not gpus:
         return None
     try:
-        stats = runtime.client.system_stats(timeout=10)
+        stats = comfy.client.system_stats(timeout=10)
     except Exception as exc:  # noqa: BLE001 - any failure to answer is the reason
         return f"ComfyUI's /system_stats did not answer: {exc}"
     devices = [d for d in stats.get("devices") or [] if isinstance(d, dict)]
@@ -254,9 +257,9 @@ def _fetch_start_models(settings: Settings, deadline: float) -> float | None:
     """Fetch the models.yaml entries marked `start` (to the network volume when there is one). Seconds
     taken (0.0 when there is nothing to fetch), or None when the downloads outran the start budget. A failed
     download is logged, not fatal: jobs that need the file then fail with MISSING_MODELS naming it."""
-    from .image.volume import model_download_root
     from .models.download import DownloadError, ensure_models, options_from_settings
     from .models.manifest import FetchWhen, load_manifest
+    from .models.volume import model_download_root
 
     try:
         manifest = load_manifest(settings.models_manifest, missing_ok=True)
@@ -280,7 +283,7 @@ def _fetch_start_models(settings: Settings, deadline: float) -> float | None:
     return time.monotonic() - started
 
 
-def _warm_up(settings: Settings, runtime: ComfyRuntime, seconds_left: float) -> float | None:
+def _warm_up(settings: Settings, comfy: Comfy, seconds_left: float) -> float | None:
     """Run the operator's warm-up workflow once, so the first real job finds its models loaded. Seconds
     taken, or None when it outran the start budget."""
     started = time.monotonic()
@@ -293,7 +296,7 @@ def _warm_up(settings: Settings, runtime: ComfyRuntime, seconds_left: float) -> 
     job_input = data["input"] if isinstance(data, dict) and "input" in data else {"workflow": data}
     from .job import run_job
 
-    job = run_job({"id": "warmup", "input": job_input}, runtime, settings, lambda p: None)
+    job = run_job({"id": "warmup", "input": job_input}, comfy, settings, lambda p: None)
     try:
         result = asyncio.run(asyncio.wait_for(job, max(1.0, seconds_left)))
     except asyncio.TimeoutError:
@@ -303,8 +306,8 @@ def _warm_up(settings: Settings, runtime: ComfyRuntime, seconds_left: float) -> 
     return time.monotonic() - started
 
 
-def _log_comfyui_tail(runtime: ComfyRuntime | None, lines: int = 30) -> None:
-    tail = runtime.process.log_tail(lines) if runtime is not None and runtime.process is not None else []
+def _log_comfyui_tail(comfy: Comfy | None, lines: int = 30) -> None:
+    tail = comfy.log_tail(lines) if comfy is not None else []
     if tail:
         log.error("ComfyUI's last %d log lines:\n%s", len(tail), "\n".join(tail))
 

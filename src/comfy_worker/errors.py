@@ -120,3 +120,11 @@ class WorkerError(Exception):
 
     def __repr__(self) -> str:
         return f"WorkerError({self.code.value}, {self.message!r})"
+
+
+def invalid_input(field: str, problem: str, *, message: str | None = None, **details: Any) -> WorkerError:
+    """INVALID_INPUT for one field: `details.errors` is always `[{"field", "problem"}]`, the shape every
+    INVALID_INPUT has, and the message names the field."""
+    return WorkerError(ErrorCode.INVALID_INPUT, message or f"{field}: {problem}",
+                       {"errors": [{"field": field, "problem": problem}], **details})
+

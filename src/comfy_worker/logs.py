@@ -5,6 +5,11 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from contextvars import ContextVar
+
+# The job a piece of work belongs to: set once per job; threads started with asyncio.to_thread (and pools
+# that copy the context) inherit it, so every line logged for a job names it.
+current_job: ContextVar[str | None] = ContextVar("current_job", default=None)
 
 # A run of base64 (or hex) longer than any id, key or hash the logs need to carry.
 _BASE64_RUN = re.compile(r"(?:data:[\w.+-]+/[\w.+-]+;base64,)?[A-Za-z0-9+/_-]{200,}={0,2}")
@@ -38,6 +43,15 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class JobIdFilter(logging.Filter):
+    """Adds `job=<id> ` to each record logged while a job runs (and nothing otherwise)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        job = current_job.get()
+        record.job = f"job={job} " if job else ""
+        return True
+
+
 def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     if any(getattr(h, "_comfy_worker", False) for h in root.handlers):
@@ -47,7 +61,8 @@ def configure_logging(level: str = "INFO") -> None:
     for existing in list(root.handlers):
         root.removeHandler(existing)
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(job)s%(message)s"))
+    handler.addFilter(JobIdFilter())
     # Outputs and inputs never reach the log, whoever logs them (RunPod keeps every line of it).
     handler.addFilter(RedactingFilter())
     handler._comfy_worker = True  # type: ignore[attr-defined]

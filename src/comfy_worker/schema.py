@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ErrorCode, WorkerError
+from .errors import ErrorCode, WorkerError, invalid_input
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\- ()\[\]+=,@]{0,199}$")
 
@@ -34,6 +34,38 @@ class InputImage(_Strict):
         if "/" in value or "\\" in value or value in {".", ".."} or not _SAFE_NAME.match(value):
             raise ValueError("must be a plain file name (letters, digits, '.', '_', '-', spaces; no folders)")
         return value
+
+
+class S3Config(_Strict):
+    """RunPod's per-request `s3Config`: the caller's own S3-compatible storage, used for this job's outputs
+    (and `s3://` inputs) instead of the operator's. RunPod passes it to the worker as is."""
+
+    accessId: str = Field(min_length=1, description="Access key id.")
+    accessSecret: str = Field(min_length=1, description="Secret access key (never logged or returned).")
+    bucketName: str | None = Field(None, description="Bucket. Default: `output_config.storage.bucket`, then "
+                                   "the operator's `BUCKET_NAME`.")
+    endpointUrl: str | None = Field(None, description="S3-compatible endpoint URL (https unless the operator "
+                                    "allows http); checked like input URLs. Unset: AWS S3.")
+
+    def __repr__(self) -> str:  # the secret never reaches a log line or a traceback
+        return f"S3Config(accessId=***, bucketName={self.bucketName!r}, endpointUrl={self.endpointUrl!r})"
+
+    __str__ = __repr__
+
+
+def parse_s3_config(raw: Any) -> S3Config | None:
+    """A request's `s3Config` (None when absent or empty), or INVALID_INPUT naming the field."""
+    if raw is None or raw == {}:
+        return None
+    if not isinstance(raw, dict):
+        raise invalid_input("s3Config", "must be an object {accessId, accessSecret, bucketName, endpointUrl}")
+    try:
+        return S3Config.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        problem = {"extra_forbidden": "unknown field", "missing": "required field is missing"}.get(
+            err["type"], err["msg"])
+        raise invalid_input(_loc(("s3Config", *err["loc"])), problem) from None
 
 
 class StorageConfig(_Strict):
@@ -263,23 +295,20 @@ def _too_deep(value: Any, limit: int) -> bool:
 def check_input_shape(raw: Any, *, max_depth: int, max_nodes: int) -> None:
     """Limits on the raw input's structure, before any model or graph code walks it."""
     if _too_deep(raw, max_depth):
-        raise WorkerError(ErrorCode.INVALID_INPUT, f"job input is nested deeper than {max_depth} levels",
-                          {"errors": [{"field": "input", "problem": f"nesting deeper than {max_depth}"}]})
+        raise invalid_input("input", f"nesting deeper than {max_depth}", message=f"job input is nested deeper than {max_depth} levels")
     workflow = raw.get("workflow") if isinstance(raw, dict) else None
     count = 0
     if isinstance(workflow, dict):
         nodes = workflow.get("nodes")
         count = len(nodes) if isinstance(nodes, list) else len(workflow)
     if count > max_nodes:
-        raise WorkerError(ErrorCode.INVALID_INPUT, f"workflow: {count} nodes, more than the limit of {max_nodes}",
-                          {"errors": [{"field": "workflow", "problem": f"{count} nodes, limit {max_nodes}"}]})
+        raise invalid_input("workflow", f"{count} nodes, limit {max_nodes}", message=f"workflow: {count} nodes, more than the limit of {max_nodes}")
 
 
 def parse_job_input(raw: Any, *, max_depth: int = 64, max_nodes: int = 5000) -> JobInput:
     """Validate ``job["input"]``; every problem is reported with the field it belongs to."""
     if not isinstance(raw, dict):
-        raise WorkerError(ErrorCode.INVALID_INPUT, "job input must be a JSON object",
-                          {"errors": [{"field": "input", "problem": f"got {type(raw).__name__}"}]})
+        raise invalid_input("input", f"got {type(raw).__name__}", message="job input must be a JSON object")
     check_input_shape(raw, max_depth=max_depth, max_nodes=max_nodes)
     try:
         return JobInput.model_validate(raw)

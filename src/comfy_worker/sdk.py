@@ -105,7 +105,7 @@ class ProgressPoster:
                 await self._send_one(payload)
                 self.sent += 1
             except Exception as exc:  # progress must never fail a job
-                log.warning("job=%s progress post failed: %s", self.job.get("id"), exc)
+                log.warning("progress post failed: %s", exc)
 
     async def _send_one(self, payload: dict[str, Any]) -> None:
         if self._post is not None:
@@ -130,8 +130,8 @@ class ProgressPoster:
             try:
                 await asyncio.wait_for(asyncio.shield(task), self.close_timeout)
             except asyncio.TimeoutError:
-                log.error("job=%s a progress post took over %.0f s; it is abandoned before the result",
-                          self.job.get("id"), self.close_timeout)
+                log.error("a progress post took over %.0f s; it is abandoned before the result",
+                          self.close_timeout)
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
@@ -144,7 +144,6 @@ class ProgressPoster:
 def progress_sender(job: dict[str, Any]) -> tuple[Callable[[dict[str, Any]], None], ProgressPoster | None]:
     """Where a job's progress goes: RunPod's job-done URL in production, the log otherwise."""
     if not os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
-        job_id = job.get("id")
-        return (lambda payload: log.debug("job=%s progress %s", job_id, json.dumps(payload))), None
+        return (lambda payload: log.debug("progress %s", json.dumps(payload))), None
     poster = ProgressPoster(job)
     return poster.send, poster

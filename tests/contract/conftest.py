@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from comfy_worker.processes import stop_process
-from tests.emulator import EmulatorHandle, start_emulator
+from comfy_worker_build.processes import stop_process
+from comfy_worker_dev.emulator import EmulatorHandle, start_emulator
 
 
 @dataclass

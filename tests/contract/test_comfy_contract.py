@@ -13,7 +13,7 @@ import requests
 from PIL import Image
 
 from tests.contract.conftest import ComfyServer
-from tests.emulator.client import ComfyClient
+from comfy_worker_dev.emulator.client import ComfyClient
 
 CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui"
 

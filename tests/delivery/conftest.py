@@ -16,7 +16,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from comfy_worker.processes import stop_process
+from comfy_worker_build.processes import stop_process
 from comfy_worker.settings import Settings
 
 ACCESS_KEY = "worker-test-access"

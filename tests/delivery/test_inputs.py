@@ -11,10 +11,10 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 from delivery_helpers import mp4, png, self_signed_cert, wav
 
-from comfy_worker.delivery.s3 import s3_target
+from comfy_worker.storage.s3 import s3_target
 from comfy_worker.errors import ErrorCode, WorkerError
 from comfy_worker.media.inputs import resolve_input
-from comfy_worker.media.urlsafety import UrlPolicy, UrlRefused, check_url, fetch_url, is_public_address
+from comfy_worker.storage.urlsafety import UrlPolicy, UrlRefused, check_url, fetch_url, is_public_address
 from comfy_worker.settings import Settings
 from tests.httpserve import serve_http
 

@@ -12,7 +12,9 @@ from botocore.exceptions import ClientError
 from delivery_helpers import ctx, output, png, text_output
 
 from comfy_worker.delivery import deliver_outputs
-from comfy_worker.delivery.s3 import S3Delivery, build_client, client_for, s3_target
+from comfy_worker.delivery.s3 import S3Delivery
+from comfy_worker.schema import S3Config
+from comfy_worker.storage.s3 import build_client, client_for, s3_target
 from comfy_worker.errors import ErrorCode, WorkerError
 from comfy_worker.schema import OutputConfig, StorageConfig
 
@@ -62,8 +64,8 @@ def test_large_output_is_uploaded_in_parts(s3, tmp_path):
 
 
 def test_request_s3config_uses_its_own_bucket(s3):
-    s3_config = {"accessId": s3.access_key, "accessSecret": s3.secret_key, "bucketName": "second",
-                 "endpointUrl": s3.endpoint}
+    s3_config = S3Config(**{"accessId": s3.access_key, "accessSecret": s3.secret_key, "bucketName": "second",
+                 "endpointUrl": s3.endpoint})
     # The environment holds no credentials at all: everything comes from the request.
     settings = s3.settings(bucket_access_key_id=None, bucket_secret_access_key=None, bucket_endpoint_url=None,
                            bucket_name=None)
@@ -77,8 +79,8 @@ def test_request_s3config_uses_its_own_bucket(s3):
 
 
 def test_wrong_secret_fails_with_upload_failed_and_nothing_delivered(s3):
-    s3_config = {"accessId": s3.access_key, "accessSecret": "not-the-secret-xyz", "bucketName": "outputs",
-                 "endpointUrl": s3.endpoint}
+    s3_config = S3Config(**{"accessId": s3.access_key, "accessSecret": "not-the-secret-xyz", "bucketName": "outputs",
+                 "endpointUrl": s3.endpoint})
     outputs = [output("one.png", png()), output("two.png", png(4, 4))]
     with pytest.raises(WorkerError) as caught:
         deliver_outputs(ctx(), outputs, _s3_config(), s3_config, s3.settings())
@@ -201,7 +203,7 @@ def test_keys_cannot_escape_the_prefix(s3):
 
 
 def test_request_endpoint_on_private_address_is_refused_unless_allowed(s3):
-    s3_config = {"accessId": "a", "accessSecret": "b", "bucketName": "outputs", "endpointUrl": s3.endpoint}
+    s3_config = S3Config(**{"accessId": "a", "accessSecret": "b", "bucketName": "outputs", "endpointUrl": s3.endpoint})
     with pytest.raises(WorkerError) as caught:
         deliver_outputs(ctx(), [output("a.png", png())], _s3_config(), s3_config,
                         s3.settings(allow_private_urls=False))
@@ -231,10 +233,10 @@ def test_jobs_share_one_client_per_target_and_credentials(s3):
 
 
 def test_kept_clients_are_bounded(s3):
-    from comfy_worker.delivery import s3 as s3_module
+    from comfy_worker.storage import s3 as storage_s3
 
     settings = s3.settings()
-    for i in range(s3_module._CLIENTS_KEPT + 5):
+    for i in range(storage_s3._CLIENTS_KEPT + 5):
         client_for(s3_target(s3.settings(bucket_access_key_id=f"key-{i}"), None, StorageConfig(provider="s3")),
                    settings)
-    assert len(s3_module._clients) == s3_module._CLIENTS_KEPT
+    assert len(storage_s3._clients) == storage_s3._CLIENTS_KEPT

@@ -43,7 +43,7 @@ def test_secrets_absent_from_logs_errors_and_results(s3, tmp_path, caplog):
                 "provider": "s3"}}}, "s3Config": {"accessId": s3.access_key, "accessSecret": s3.secret_key,
                                                    "bucketName": s3.bucket, "endpointUrl": s3.endpoint}},
             runtime, settings, lambda p: None)))
-        runtime.drain_cleanups()
+        runtime.drain()
     finally:
         runtime.shutdown()
     assert json.loads(outcomes[0]["error"])["code"] == "UPLOAD_FAILED"

@@ -34,7 +34,7 @@ import requests
 import websocket
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-from comfy_worker.processes import stop_process
+from comfy_worker_build.processes import stop_process
 
 log = logging.getLogger("record_graph_to_prompt")
 

@@ -14,7 +14,6 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,7 +156,6 @@ class EventStream:
         self._ws: websocket.WebSocket | None = None
         self._running_prompt: str | None = None
         self.reconnects = 0
-        self.history_fetcher: Callable[[str], dict[str, Any] | None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -222,14 +220,6 @@ class EventStream:
         with self._lock:
             sub = self._subs.get(prompt_id)
         if sub is not None:
-            if event.type == "executing" and event.data.get("node") is None and self.history_fetcher:
-                # ComfyUI has written the prompt's history before this last message: fetch it here, on the
-                # way to the job, instead of after a round trip through the job's event loop.
-                try:
-                    entry = self.history_fetcher(prompt_id)
-                except Exception:  # the job fetches it itself when this fails
-                    entry = None
-                event = Event(event.type, {**event.data, "history": entry}, event.received_at)
             sub.push(event)
         if event.type == "executing" and event.data.get("node") is None and prompt_id == self._running_prompt:
             self._running_prompt = None

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from ..errors import ErrorCode, WorkerError
-from ..workflow.preflight import flatten_node_errors
+from ..problems import flatten_node_errors
 
 
 def node_label(workflow: dict[str, Any], node_id: str, class_type: str | None = None) -> str:

@@ -11,12 +11,11 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import requests
 
-from ..image.volume import extra_model_paths_args
 from ..settings import Settings
 
 log = logging.getLogger("comfy_worker.comfy.process")
@@ -25,8 +24,9 @@ comfy_log = logging.getLogger("comfyui")
 ExitListener = Callable[[int], None]
 
 
-def comfyui_command(settings: Settings) -> list[str]:
-    """The command line that starts ComfyUI for this worker."""
+def comfyui_command(settings: Settings, extra_args: Sequence[str] = ()) -> list[str]:
+    """The command line that starts ComfyUI for this worker: the operator's model paths file, then
+    `extra_args` (the network volume's model paths), then the operator's own flags."""
     main_py = settings.comfyui_dir / "main.py"
     cmd = [
         settings.comfyui_python, "-u", str(main_py),
@@ -37,8 +37,9 @@ def comfyui_command(settings: Settings) -> list[str]:
         "--output-directory", str(settings.output_dir),
         "--temp-directory", str(settings.comfyui_temp_dir or settings.comfyui_dir),
     ]
-    # The operator's own paths file, then one mapping every model folder onto the network volume if mounted.
-    cmd += extra_model_paths_args(settings)
+    if settings.comfyui_extra_model_paths is not None:
+        cmd += ["--extra-model-paths-config", str(settings.comfyui_extra_model_paths)]
+    cmd += list(extra_args)
     cmd += shlex.split(settings.comfyui_extra_args)
     return cmd
 
@@ -46,8 +47,9 @@ def comfyui_command(settings: Settings) -> list[str]:
 class ComfyProcess:
     """Owns the ComfyUI child process for the life of the worker."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, extra_args: Sequence[str] = ()) -> None:
         self.settings = settings
+        self.extra_args = list(extra_args)
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._log = collections.deque(maxlen=settings.comfyui_log_lines)
@@ -119,7 +121,7 @@ class ComfyProcess:
             raise FileNotFoundError(msg)
         for folder in (self.settings.input_dir, self.settings.output_dir):
             Path(folder).mkdir(parents=True, exist_ok=True)
-        cmd = comfyui_command(self.settings)
+        cmd = comfyui_command(self.settings, self.extra_args)
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         with self._lock:
@@ -214,44 +216,50 @@ class ComfyProcess:
                 self._ready.clear()
                 self.last_exit_code = code
                 uptime = time.monotonic() - self._started_at
-            if self._stopping:
+            if self._stopping or not self._after_exit(code, uptime) or self._stopping:
                 return
-            log.error("ComfyUI exited with code %s after %.1f s", code, uptime)
-            if self.boot_seconds is None:
-                # It never answered: the worker's start fails with this exit, it is not retried.
-                self._give_up(f"ComfyUI exited with code {code} before it answered")
+            if not self._restart():
                 return
-            for listener in list(self._listeners):
-                try:
-                    listener(code)
-                except Exception:  # a listener must never stop the restart
-                    log.exception("exit listener failed")
-            if not self.settings.comfyui_restart:
-                self._give_up(f"ComfyUI exited with code {code} and COMFYUI_RESTART is off")
-                return
-            # Back off only when it keeps dying soon after start; a long-lived process restarts at once.
-            self.restarts = self.restarts + 1 if uptime < 60 else 1
-            if self.restarts > self.settings.comfyui_max_restarts:
-                self._give_up(f"ComfyUI exited with code {code} {self.restarts} times in a row within a minute "
-                              "of starting")
-                return
-            self._verdict.set()  # it will be restarted
-            delay = 0.0
-            if self.restarts > 1:
-                delay = min(self.settings.comfyui_restart_backoff_max, 0.5 * 2 ** (self.restarts - 2))
-                log.warning("restarting ComfyUI in %.1f s (restart %d)", delay, self.restarts)
-                time.sleep(delay)
-            if self._stopping:
-                return
+
+    def _after_exit(self, code: int, uptime: float) -> bool:
+        """Tell the listeners, and decide: True when ComfyUI is to be started again (after any backoff)."""
+        log.error("ComfyUI exited with code %s after %.1f s", code, uptime)
+        if self.boot_seconds is None:
+            # It never answered: the worker's start fails with this exit, it is not retried.
+            self._give_up(f"ComfyUI exited with code {code} before it answered")
+            return False
+        for listener in list(self._listeners):
             try:
-                self._spawn()
-            except OSError as exc:
-                self._give_up(f"ComfyUI could not be restarted: {exc}")
-                return
-            if not self.wait_ready(self.settings.comfyui_start_timeout) and self.is_alive():
-                self._give_up(f"the restarted ComfyUI did not answer within "
-                              f"{self.settings.comfyui_start_timeout:.0f} s")
-                return
+                listener(code)
+            except Exception:  # a listener must never stop the restart
+                log.exception("exit listener failed")
+        if not self.settings.comfyui_restart:
+            self._give_up(f"ComfyUI exited with code {code} and COMFYUI_RESTART is off")
+            return False
+        # Back off only when it keeps dying soon after start; a long-lived process restarts at once.
+        self.restarts = self.restarts + 1 if uptime < 60 else 1
+        if self.restarts > self.settings.comfyui_max_restarts:
+            self._give_up(f"ComfyUI exited with code {code} {self.restarts} times in a row within a minute of "
+                          "starting")
+            return False
+        self._verdict.set()  # it will be restarted
+        if self.restarts > 1:
+            delay = min(self.settings.comfyui_restart_backoff_max, 0.5 * 2 ** (self.restarts - 2))
+            log.warning("restarting ComfyUI in %.1f s (restart %d)", delay, self.restarts)
+            time.sleep(delay)
+        return True
+
+    def _restart(self) -> bool:
+        """Start ComfyUI again and wait for it; False (and the failure recorded) when that does not work."""
+        try:
+            self._spawn()
+        except OSError as exc:
+            self._give_up(f"ComfyUI could not be restarted: {exc}")
+            return False
+        if not self.wait_ready(self.settings.comfyui_start_timeout) and self.is_alive():
+            self._give_up(f"the restarted ComfyUI did not answer within {self.settings.comfyui_start_timeout:.0f} s")
+            return False
+        return True
 
     def _give_up(self, reason: str) -> None:
         """ComfyUI stays down: tell the listeners (the worker ends rather than take jobs it cannot run)."""

@@ -4,7 +4,7 @@ from .base import DeliveryContext, DeliveryProvider, describe
 from .gdrive import GDriveDelivery
 from .inline import InlineDelivery
 from .router import DeliveryResult, compat_images, deliver_outputs, inline_size
-from .s3 import S3Delivery, S3Target, s3_target
+from .s3 import S3Delivery
 
 __all__ = ["DeliveryContext", "DeliveryProvider", "DeliveryResult", "GDriveDelivery", "InlineDelivery",
-           "S3Delivery", "S3Target", "compat_images", "deliver_outputs", "describe", "inline_size", "s3_target"]
+           "S3Delivery", "compat_images", "deliver_outputs", "describe", "inline_size"]

@@ -11,7 +11,6 @@ from ..media.outputs import ProducedOutput, image_size
 from ..media.probe import probe_stream
 from ..schema import OutputEntry
 
-
 # Images this small are read whole when their header alone does not give the size.
 _WHOLE_IMAGE_MAX = 32 * 1024 * 1024
 

@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
 
-from ..errors import ErrorCode, WorkerError
+from ..errors import invalid_input
 from ..media.outputs import ProducedOutput
 from .base import DeliveryContext
 
@@ -26,13 +26,11 @@ def validate_template(template: str, field: str) -> None:
     try:
         names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as exc:
-        raise WorkerError(ErrorCode.INVALID_INPUT, f"{field}: {exc}",
-                          {"errors": [{"field": field, "problem": str(exc)}]}) from None
+        raise invalid_input(field, str(exc), message=f"{field}: {exc}") from None
     unknown = sorted({n for n in names if n not in PLACEHOLDERS})
     if unknown:
         problem = f"unknown placeholder(s) {unknown}; allowed: {list(PLACEHOLDERS)}"
-        raise WorkerError(ErrorCode.INVALID_INPUT, f"{field}: {problem}",
-                          {"errors": [{"field": field, "problem": problem}]})
+        raise invalid_input(field, problem, message=f"{field}: {problem}")
 
 
 def render_keys(template: str, prefix: str, ctx: DeliveryContext, outputs: list[ProducedOutput], *,
@@ -53,17 +51,14 @@ def render_keys(template: str, prefix: str, ctx: DeliveryContext, outputs: list[
         rendered = template.format(**values)
         parts = [p for p in f"{prefix}/{rendered}".split("/") if p not in {"", "."}]
         if not parts or any(p == ".." for p in parts):
-            raise WorkerError(ErrorCode.INVALID_INPUT, f"{field}: gives an empty or unsafe key",
-                              {"errors": [{"field": field, "problem": "empty or unsafe key"}]})
+            raise invalid_input(field, "empty or unsafe key", message=f"{field}: gives an empty or unsafe key")
         key = "/".join(parts)
         if len(key.encode()) > 1024:
-            raise WorkerError(ErrorCode.INVALID_INPUT, f"{field}: key longer than 1024 bytes",
-                              {"errors": [{"field": field, "problem": "key longer than 1024 bytes"}]})
+            raise invalid_input(field, "key longer than 1024 bytes", message=f"{field}: key longer than 1024 bytes")
         if key in seen:
             problem = (f"gives the same key '{key}' to outputs {seen[key]} and {index}; "
                        "include {filename}, {index} or {uuid}")
-            raise WorkerError(ErrorCode.INVALID_INPUT, f"{field}: {problem}",
-                              {"errors": [{"field": field, "problem": problem}]})
+            raise invalid_input(field, problem, message=f"{field}: {problem}")
         seen[key] = index
         keys.append(key)
     return keys

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Any
 
-from ..errors import ErrorCode, WorkerError
+from ..errors import ErrorCode, WorkerError, invalid_input
 from ..media.encode import is_animated, reencode, strip_png_text
 from ..media.outputs import ProducedOutput
-from ..schema import CompatImage, OutputConfig, OutputEntry
+from ..schema import CompatImage, OutputConfig, OutputEntry, S3Config
 from ..settings import Settings
+from ..storage.s3 import s3_target
 from .base import DeliveryContext, DeliveryProvider
 from .gdrive import GDriveDelivery, gdrive_configured
 from .inline import InlineDelivery
-from .s3 import S3Delivery, s3_target
+from .s3 import S3Delivery
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class DeliveryResult:
 
 
 def deliver_outputs(ctx: DeliveryContext, outputs: list[ProducedOutput], config: OutputConfig,
-                    s3_config: dict[str, Any] | None, settings: Settings) -> DeliveryResult:
+                    s3_config: S3Config | None, settings: Settings) -> DeliveryResult:
     """Deliver a job's outputs as the request and the operator's settings say.
 
     Raises WorkerError: INVALID_INPUT (bad storage options), OUTPUT_TOO_LARGE (inline result over
@@ -101,7 +101,7 @@ def inline_size(outputs: list[ProducedOutput]) -> int:
     return total
 
 
-def _storage_for(config: OutputConfig, s3_config: dict[str, Any] | None,
+def _storage_for(config: OutputConfig, s3_config: S3Config | None,
                  settings: Settings) -> DeliveryProvider | None:
     target = s3_target(settings, s3_config, config.storage)
     if target is not None:
@@ -111,23 +111,17 @@ def _storage_for(config: OutputConfig, s3_config: dict[str, Any] | None,
     return None
 
 
-def choose_provider(outputs: list[ProducedOutput], config: OutputConfig, s3_config: dict[str, Any] | None,
+def choose_provider(outputs: list[ProducedOutput], config: OutputConfig, s3_config: S3Config | None,
                     settings: Settings, warnings: list[str]) -> DeliveryProvider:
     name = _provider_name(config, settings)
     if name == "s3":
         target = s3_target(settings, s3_config, config.storage)
         if target is None:
-            raise WorkerError(ErrorCode.INVALID_INPUT, "output_config.storage.provider is 's3' but no S3 "
-                              "storage is configured (s3Config or BUCKET_* variables)",
-                              {"errors": [{"field": "output_config.storage.provider",
-                                           "problem": "no S3 storage configured"}]})
+            raise invalid_input("output_config.storage.provider", "no S3 storage configured", message="output_config.storage.provider is 's3' but no S3 " "storage is configured (s3Config or BUCKET_* variables)")
         return S3Delivery(target, settings, config.storage)
     if name == "gdrive":
         if not gdrive_configured(settings):
-            raise WorkerError(ErrorCode.INVALID_INPUT, "output_config.storage.provider is 'gdrive' but Google "
-                              "Drive is not configured (GDRIVE_CREDENTIALS)",
-                              {"errors": [{"field": "output_config.storage.provider",
-                                           "problem": "Google Drive not configured"}]})
+            raise invalid_input("output_config.storage.provider", "Google Drive not configured", message="output_config.storage.provider is 'gdrive' but Google " "Drive is not configured (GDRIVE_CREDENTIALS)")
         return GDriveDelivery(settings, config.storage)
     size = inline_size(outputs)
     limit = settings.inline_max_bytes

@@ -12,15 +12,16 @@ import binascii
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..errors import ErrorCode, WorkerError
+from ..errors import ErrorCode, WorkerError, invalid_input
 from ..settings import Settings
+from ..storage.s3 import S3Target, client_for, error_reason
+from ..storage.urlsafety import TooLarge, UrlPolicy, UrlRefused, display_url, fetch_url
 from .sniff import sniff
-from .urlsafety import TooLarge, UrlPolicy, UrlRefused, display_url, fetch_url
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,12 @@ class ResolvedMedia:
     source: str  # base64 | data_uri | url | s3
 
 
-def resolve_input(value: str, *, field: str, settings: Settings, s3_defaults: Any = None,
+def resolve_input(value: str, *, field: str, settings: Settings, s3_defaults: S3Target | None = None,
                   slot: Slot = "image", max_bytes: int | None = None,
                   policy: UrlPolicy | None = None) -> ResolvedMedia:
     """Turn one media value into bytes.
 
-    ``s3_defaults`` is an :class:`~comfy_worker.delivery.s3.S3Target` (or None) whose credentials read
+    ``s3_defaults`` is an :class:`~comfy_worker.storage.s3.S3Target` (or None) whose credentials read
     ``s3://`` inputs: ``s3_target(settings, job.get("s3Config"), require_bucket=False)``. ``max_bytes``
     lowers the per-slot limit (for example to what is left of a job's total
     input budget). ``policy`` replaces the URL policy built from settings (tests).
@@ -78,8 +79,7 @@ def resolve_input(value: str, *, field: str, settings: Settings, s3_defaults: An
 
 
 def _invalid(field: str, problem: str) -> WorkerError:
-    return WorkerError(ErrorCode.INVALID_INPUT, f"{field}: {problem}", {"errors": [{"field": field,
-                                                                                   "problem": problem}]})
+    return invalid_input(field, problem, message=f"{field}: {problem}")
 
 
 def _fetch_failed(field: str, where: str, reason: str) -> WorkerError:
@@ -126,8 +126,8 @@ def _from_url(url: str, field: str, settings: Settings, limit: int, policy: UrlP
         fetched = fetch_url(url, policy, max_bytes=limit, timeout=settings.input_fetch_timeout,
                             max_redirects=settings.input_max_redirects)
     except TooLarge as exc:
-        raise WorkerError(ErrorCode.INVALID_INPUT, f"{field}: {shown} is too large: {exc}",
-                          {"errors": [{"field": field, "problem": f"too large: {exc}"}], "url": shown}) from None
+        raise invalid_input(field, f"too large: {exc}", message=f"{field}: {shown} is too large: {exc}",
+                            url=shown) from None
     except UrlRefused as exc:
         raise _fetch_failed(field, shown, str(exc)) from None
     log.info("fetched %s for %s (%d bytes, %d redirect(s))", shown, field, len(fetched.data),
@@ -135,7 +135,7 @@ def _from_url(url: str, field: str, settings: Settings, limit: int, policy: UrlP
     return fetched.data
 
 
-def _from_s3(url: str, field: str, settings: Settings, target: Any, limit: int) -> bytes:
+def _from_s3(url: str, field: str, settings: Settings, target: S3Target | None, limit: int) -> bytes:
     parts = urlsplit(url)
     bucket, key = parts.netloc, unquote(parts.path.lstrip("/"))
     if not bucket or not key:
@@ -143,15 +143,11 @@ def _from_s3(url: str, field: str, settings: Settings, target: Any, limit: int) 
     if target is None:
         raise _fetch_failed(field, f"s3://{bucket}/{key}", "no S3 credentials are configured "
                                                            "(BUCKET_* variables or s3Config)")
-    from ..delivery.s3 import client_for, error_reason  # delivery owns the S3 client settings
-
     client = client_for(target, settings)
     try:
         head = client.head_object(Bucket=bucket, Key=key)
         if int(head.get("ContentLength") or 0) > limit:
-            raise WorkerError(ErrorCode.INVALID_INPUT, f"{field}: s3://{bucket}/{key} is {head['ContentLength']} "
-                              f"bytes, over the limit of {limit}",
-                              {"errors": [{"field": field, "problem": "too large"}]})
+            raise invalid_input(field, "too large", message=f"{field}: s3://{bucket}/{key} is {head['ContentLength']} " f"bytes, over the limit of {limit}")
         body = client.get_object(Bucket=bucket, Key=key)["Body"]
         data = body.read(limit + 1)
         body.close()

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from ..comfy.connection import FileRef
+from ..errors import ErrorCode, WorkerError
+
 # Keys whose lists hold flags or metadata rather than files.
 _NON_OUTPUT_KEYS = {"animated"}
 
@@ -77,15 +80,6 @@ def kind_for(key: str, filename: str, mime: str) -> str:
     if major == "model":
         return "3d"
     return "file"
-
-
-@dataclass(frozen=True)
-class FileRef:
-    """A file named in ComfyUI's history."""
-
-    filename: str
-    subfolder: str
-    type: str
 
 
 @dataclass
@@ -177,6 +171,23 @@ class Collected:
     temp_files: list[FileRef] = field(default_factory=list)  # every temp file seen, returned or not
     skipped_temp: int = 0
 
+    def require_readable(self) -> None:
+        """OUTPUT_MISSING naming every file ComfyUI reported that cannot be read: a result never leaves one
+        out silently."""
+        missing = []
+        for item in self.outputs:
+            if item.ref is None:
+                continue
+            try:
+                item.size()
+            except OSError as exc:
+                missing.append({"node_id": item.node_id, "filename": item.ref.filename,
+                                "subfolder": item.ref.subfolder, "type": item.ref.type, "reason": str(exc)})
+        if missing:
+            raise WorkerError(ErrorCode.OUTPUT_MISSING,
+                              f"{len(missing)} output file(s) reported by ComfyUI could not be read",
+                              {"missing": missing})
+
 
 def _is_file_entry(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get("filename"), str) and "type" in value
@@ -233,15 +244,6 @@ def _node_sort_key(node_id: str) -> tuple[int, ...] | tuple[float, str]:
     if all(p.isdigit() for p in parts):
         return tuple(int(p) for p in parts)
     return (float("inf"), node_id)
-
-
-def local_path(ref: FileRef, folders: dict[str, Path]) -> Path:
-    """Where a history file entry lives on disk, refusing anything that escapes its folder."""
-    base = folders[ref.type].resolve()
-    path = (base / ref.subfolder / ref.filename).resolve()
-    if base != path and base not in path.parents:
-        raise ValueError(f"output path escapes the {ref.type} folder: {ref.subfolder}/{ref.filename}")
-    return path
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:

@@ -1,5 +1,5 @@
-"""Stage a job's input media into ComfyUI: decode, check limits, upload into the job's own subfolder, and
-rewrite the workflow's references to the names ComfyUI returns."""
+"""A job's input media: planned (named, and the graphs pointed at them) before the graphs are checked,
+then fetched within the job's limits and put into the job's own folder of ComfyUI's input folder."""
 
 from __future__ import annotations
 
@@ -10,42 +10,99 @@ from typing import Any
 
 from PIL import Image
 
-from ..comfy.client import ComfyClient, ComfyUnavailable
-from ..errors import ErrorCode, WorkerError
+from ..comfy import ComfyConnection
+from ..errors import ErrorCode, WorkerError, invalid_input
 from ..schema import InputImage
 from ..settings import Settings
+from ..storage.s3 import S3Target
+from ..workflow import MediaSlot
 from .inputs import Slot, resolve_input
-from .outputs import guess_mime
 
 log = logging.getLogger("comfy_worker.media.staging")
 
-@dataclass(frozen=True)
-class StagedFile:
-    requested_name: str
-    reference: str  # the value a loader node takes: "<subfolder>/<name as stored by ComfyUI>"
-    size: int
+# Staged files get the extension of what their slot takes: ComfyUI lists input files by extension for its
+# validation, and its loaders read the content whatever the name says.
+_EXT = {"image": ".png", "mask": ".png", "video": ".mp4", "audio": ".wav", "any": ".bin"}
 
 
 @dataclass(frozen=True)
 class MediaRequest:
-    """One input to fetch and stage: where it came from in the request, its value, and its file name."""
+    """One input to fetch and stage: where it came from in the request, its value, the name it gets in the
+    job's folder, and the reference a loader node takes for it."""
 
     field: str
     value: str
-    name: str | None  # the caller's name (``images[].name``), or None to name it from its content
+    name: str
+    reference: str
     slot: Slot = "image"
+
+
+@dataclass
+class StagingPlan:
+    """Every input file of a job, named before anything is fetched, and each graph already pointing at them:
+    the graphs ComfyUI gets are final before they are checked."""
+
+    requests: list[MediaRequest]
+    graphs: list[dict[str, Any]]
+
+
+def plan_staging(images: list[InputImage], graphs: list[dict[str, Any]], slots: list[list[MediaSlot]],
+                 folder: str) -> StagingPlan:
+    """Name every input in the job's folder and point each graph at it: `images[]` under the caller's names
+    (references by name in the graph are rewritten), `inputs` media under `input-<item>-<n><ext>`."""
+    requests = [MediaRequest(f"images[{i}].image", image.image, image.name, f"{folder}/{image.name}")
+                for i, image in enumerate(images)]
+    by_name = {f"{image.name}{suffix}": f"{folder}/{image.name}" for image in images for suffix in ("", " [input]")}
+    batch = len(graphs) > 1
+    planned_graphs = []
+    for item, (graph, item_slots) in enumerate(zip(graphs, slots)):
+        graph = _with_references(graph, by_name)
+        for n, slot in enumerate(item_slots):
+            name = f"input-{item}-{n}{_EXT[slot.kind]}"
+            field = f"inputs[{item}].{slot.key}" if batch else f"inputs.{slot.key}"
+            requests.append(MediaRequest(field, slot.value, name, f"{folder}/{name}", slot.kind))
+            graph[slot.node_id] = {**graph[slot.node_id], "inputs": {**graph[slot.node_id]["inputs"],
+                                                                     slot.input_name: f"{folder}/{name}"}}
+        planned_graphs.append(graph)
+    return StagingPlan(requests, planned_graphs)
+
+
+def _with_references(graph: dict[str, Any], by_name: dict[str, str]) -> dict[str, Any]:
+    """A copy of the graph whose inputs naming a staged file point at its place in the job's folder."""
+    if not by_name:
+        return dict(graph)
+    out: dict[str, Any] = {}
+    for node_id, node in graph.items():
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        if isinstance(inputs, dict) and any(isinstance(v, str) and v in by_name for v in inputs.values()):
+            node = {**node, "inputs": {k: by_name.get(v, v) if isinstance(v, str) else v for k, v in inputs.items()}}
+        out[node_id] = node
+    return out
+
+
+def stage(plan: StagingPlan, comfy: ComfyConnection, folder: str, *, settings: Settings,
+          s3_defaults: S3Target | None) -> None:
+    """Fetch every planned input (within the job's byte budget) and put it into the job's folder of
+    ComfyUI's input folder, under its planned name."""
+    files = fetch_media(plan.requests, settings=settings, s3_defaults=s3_defaults,
+                        max_total=settings.max_input_total_bytes)
+    for request, data in zip(plan.requests, files):
+        stored = comfy.upload(request.name, data, folder)
+        if stored != request.reference:
+            # The graphs already name the planned file: a file stored under another name would not be found.
+            raise WorkerError(ErrorCode.INTERNAL_ERROR, f"ComfyUI stored input {request.field} as {stored!r} "
+                              f"instead of {request.reference!r}", {"field": request.field})
+        log.debug("staged %s as %s (%d bytes)", request.field, stored, len(data))
 
 
 def check_images(images: list[InputImage], *, max_count: int) -> None:
     """Count and names of the `images` list, checked before anything is fetched."""
     if len(images) > max_count:
-        raise WorkerError(ErrorCode.INVALID_INPUT, f"images: at most {max_count} images are accepted",
-                          {"errors": [{"field": "images", "problem": f"{len(images)} given, limit {max_count}"}]})
+        raise invalid_input("images", f"{len(images)} given, limit {max_count}", message=f"images: at most {max_count} images are accepted")
     seen: set[str] = set()
     for i, item in enumerate(images):
         if item.name in seen:
-            raise WorkerError(ErrorCode.INVALID_INPUT, f"images[{i}].name: duplicate name '{item.name}'",
-                              {"errors": [{"field": f"images[{i}].name", "problem": "duplicate name"}]})
+            raise invalid_input(f"images[{i}].name", "duplicate name", message=f"images[{i}].name: duplicate name '{item.name}'")
         seen.add(item.name)
 
 
@@ -56,66 +113,28 @@ def check_pixels(data: bytes, field: str, limit: int) -> None:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
     except Image.DecompressionBombError as exc:
-        raise WorkerError(ErrorCode.INVALID_INPUT, f"{field}: image is larger than the limit of {limit} pixels "
-                          f"({exc})", {"errors": [{"field": field, "problem": f"more than {limit} pixels"}]}) from None
+        raise invalid_input(field, f"more than {limit} pixels", message=f"{field}: image is larger than the limit of {limit} pixels " f"({exc})") from None
     except (OSError, ValueError):
         return  # not an image Pillow can size; ComfyUI's loader judges it
     if width * height > limit:
-        raise WorkerError(ErrorCode.INVALID_INPUT, f"{field}: image of {width}x{height} pixels is larger than the "
-                          f"limit of {limit} pixels", {"errors": [{"field": field, "problem":
-                                                                   f"{width}x{height} pixels, limit {limit}"}]})
+        raise invalid_input(field, f"{width}x{height} pixels, limit {limit}", message=f"{field}: image of {width}x{height} pixels is larger than the " f"limit of {limit} pixels")
 
 
-def fetch_media(requests_: list[MediaRequest], *, settings: Settings, s3_defaults: Any,
-                max_total: int) -> list[tuple[str, bytes]]:
+def fetch_media(requests_: list[MediaRequest], *, settings: Settings, s3_defaults: S3Target | None,
+                max_total: int) -> list[bytes]:
     """Resolve every input (base64, data URI, https or s3 URL) within one job-wide byte budget."""
-    files: list[tuple[str, bytes]] = []
+    files: list[bytes] = []
     used = 0
-    for index, req in enumerate(requests_):
+    pixel_limit = min(settings.max_input_pixels, settings.max_pixels or settings.max_input_pixels)
+    for req in requests_:
         left = max_total - used
         if left <= 0:
-            raise WorkerError(ErrorCode.INVALID_INPUT, f"{req.field}: the job's inputs together exceed "
-                              f"{max_total} bytes", {"errors": [{"field": req.field,
-                                                                 "problem": f"total input size exceeds {max_total}"}]})
+            raise invalid_input(req.field, f"total input size exceeds {max_total}",
+                                message=f"{req.field}: the job's inputs together exceed {max_total} bytes")
         media = resolve_input(req.value, field=req.field, settings=settings, s3_defaults=s3_defaults,
                               slot=req.slot, max_bytes=left)
         used += len(media.data)
         if media.mime.startswith("image/"):
-            check_pixels(media.data, req.field, min(settings.max_input_pixels, settings.max_pixels or settings.max_input_pixels))
-        files.append((req.name or f"input-{index}{media.ext}", media.data))
+            check_pixels(media.data, req.field, pixel_limit)
+        files.append(media.data)
     return files
-
-
-def upload_files(client: ComfyClient, files: list[tuple[str, bytes]], subfolder: str) -> list[StagedFile]:
-    staged = []
-    for name, data in files:
-        try:
-            answer = client.upload_image(name, data, subfolder=subfolder, overwrite=True, mime=guess_mime(name))
-        except ComfyUnavailable as exc:
-            raise WorkerError(ErrorCode.COMFYUI_UNAVAILABLE, f"could not upload input '{name}' to ComfyUI: {exc}",
-                              {"input": name}) from exc
-        # Always use the name ComfyUI returns: it renames on collisions.
-        stored = answer.get("name") or name
-        sub = answer.get("subfolder", subfolder) or ""
-        staged.append(StagedFile(requested_name=name, reference=f"{sub}/{stored}" if sub else stored,
-                                 size=len(data)))
-        log.debug("staged input %s as %s", name, staged[-1].reference)
-    return staged
-
-
-def rewrite_references(workflow: dict[str, Any], staged: list[StagedFile]) -> int:
-    """Point every input whose value names a staged file at its staged location. Returns the count."""
-    mapping: dict[str, str] = {}
-    for item in staged:
-        mapping[item.requested_name] = item.reference
-        mapping[f"{item.requested_name} [input]"] = item.reference
-    count = 0
-    for node in workflow.values():
-        inputs = node.get("inputs") if isinstance(node, dict) else None
-        if not isinstance(inputs, dict):
-            continue
-        for key, value in inputs.items():
-            if isinstance(value, str) and value in mapping:
-                inputs[key] = mapping[value]
-                count += 1
-    return count

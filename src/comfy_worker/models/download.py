@@ -19,6 +19,7 @@ never receives it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import hashlib
 import json
@@ -122,7 +123,9 @@ def ensure_models(entries: Sequence[ModelEntry], models_root: Path, *,
     failures: list[EntryFailure] = []
     with ThreadPoolExecutor(max_workers=max(1, min(options.workers, len(entries))),
                             thread_name_prefix="model-fetch") as pool:
-        futures = [(entry, pool.submit(fetch_entry, entry, models_root, options, environ)) for entry in entries]
+        # Each in the caller's context: a job's on-demand downloads log under its id.
+        futures = [(entry, pool.submit(contextvars.copy_context().run, fetch_entry, entry, models_root, options,
+                                       environ)) for entry in entries]
         for entry, future in futures:
             try:
                 results.append(future.result())

@@ -1,13 +1,24 @@
-"""Workflow intelligence: UI-format conversion, request inputs, pre-flight validation, operator policy."""
+"""Workflow intelligence: UI-format conversion, request inputs, output isolation, pre-flight validation,
+operator policy. Pure: no I/O, no ComfyUI connection; the catalogue and model lists come in as plain data."""
 
 from .convert import convert_ui_workflow, is_ui_workflow, to_api_workflow
-from .overrides import MediaSlot, apply_inputs, randomize_seeds, set_media_name
+from .isolate import JOB_MARKER_INPUT, isolate_outputs
+from .overrides import MediaSlot, apply_inputs, randomize_seeds
 from .policy import Policy, check_policy
 from .preflight import PreflightReport, preflight
-from .resolve import ResolvedWorkflow, dry_run, expand_batch, resolve_workflow
+from .resolve import (
+                      ResolvedWorkflow,
+                      build_workflow,
+                      check_workflow,
+                      dry_run,
+                      expand_batch,
+                      for_each_item,
+                      resolve_workflow,
+)
 
 __all__ = [
-    "MediaSlot", "Policy", "PreflightReport", "ResolvedWorkflow", "apply_inputs", "check_policy",
-    "convert_ui_workflow", "dry_run", "expand_batch", "is_ui_workflow", "preflight", "randomize_seeds",
-    "resolve_workflow", "set_media_name", "to_api_workflow",
+    "JOB_MARKER_INPUT", "MediaSlot", "Policy", "PreflightReport", "ResolvedWorkflow", "apply_inputs",
+    "build_workflow", "check_policy", "check_workflow", "convert_ui_workflow", "dry_run", "expand_batch",
+    "for_each_item", "is_ui_workflow", "isolate_outputs", "preflight", "randomize_seeds", "resolve_workflow",
+    "to_api_workflow",
 ]

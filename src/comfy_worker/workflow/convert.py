@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..errors import ErrorCode, WorkerError
+from ..errors import WorkerError
+from ..problems import invalid_workflow, problem
 from . import catalogue as cat
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,14 @@ def to_api_workflow(workflow: dict[str, Any], object_info: dict[str, Any], *,
             raise
         except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
             # A UI workflow whose parts have the wrong JSON types (hand-edited or truncated files).
-            raise WorkerError(ErrorCode.INVALID_WORKFLOW, "workflow: not a well-formed ComfyUI UI workflow "
-                              f"({type(exc).__name__}: {exc}); save it again from ComfyUI, or send the API "
-                              "format", {"field": "workflow", "exception_type": type(exc).__name__}) from None
+            what = f"not a well-formed ComfyUI UI workflow ({type(exc).__name__}: {exc})"
+            raise invalid_workflow(f"workflow: {what}; save it again from ComfyUI, or send the API format",
+                                   [problem(None, None, "malformed_ui_workflow", None, what, None)],
+                                   field="workflow", exception_type=type(exc).__name__) from None
     if not isinstance(workflow, dict) or not workflow:
-        raise WorkerError(ErrorCode.INVALID_WORKFLOW, "workflow: must be a non-empty object",
-                          {"field": "workflow"})
+        raise invalid_workflow("workflow: must be a non-empty object",
+                               [problem(None, None, "invalid_prompt", None, "must be a non-empty object", None)],
+                               field="workflow")
     check_api_format(workflow)
     out: dict[str, Any] = {}
     for node_id, node in workflow.items():
@@ -67,30 +70,32 @@ def check_api_format(workflow: dict[str, Any]) -> None:
     problems = []
     for node_id, node in workflow.items():
         if not isinstance(node, dict):
-            problems.append({"node_id": str(node_id), "problem": "node is not an object"})
+            problems.append(problem(str(node_id), None, "invalid_node", None, "node is not an object", None))
         elif not isinstance(node.get("class_type"), str) or not node["class_type"]:
-            problems.append({"node_id": str(node_id), "problem": "node has no class_type"})
+            problems.append(problem(str(node_id), None, "invalid_node", None, "node has no class_type", None))
         elif not isinstance(node.get("inputs", {}), dict):
-            problems.append({"node_id": str(node_id), "class_type": node["class_type"],
-                             "problem": "inputs is not an object"})
+            problems.append(problem(str(node_id), node["class_type"], "invalid_node", None,
+                                    "inputs is not an object", None))
     if problems:
         first = problems[0]
-        raise WorkerError(ErrorCode.INVALID_WORKFLOW,
-                          f"workflow node {first['node_id']}: {first['problem']} (API format expected)",
-                          {"problems": problems})
+        raise invalid_workflow(f"workflow node {first['node_id']}: {first['message']} (API format expected)",
+                               problems)
 
 
-def conversion_error(node: dict[str, Any] | None, problem: str, path: tuple[str, ...] = ()) -> WorkerError:
+def conversion_error(node: dict[str, Any] | None, what: str, path: tuple[str, ...] = ()) -> WorkerError:
     """An INVALID_WORKFLOW error naming the node (id, type, title) and what could not be converted."""
-    details: dict[str, Any] = {"problem": problem}
+    details: dict[str, Any] = {"problem": what}
+    node_id = None
     if node is not None:
         node_id = ":".join([*path, str(node.get("id"))])
         details.update(node_id=node_id, node_type=node.get("type"), node_title=node.get("title"))
         where = f"node {node_id} ({node.get('type')}" + (f", {node.get('title')!r}" if node.get("title") else "") + ")"
-        message = f"cannot convert the UI workflow: {where}: {problem}"
+        message = f"cannot convert the UI workflow: {where}: {what}"
     else:
-        message = f"cannot convert the UI workflow: {problem}"
-    return WorkerError(ErrorCode.INVALID_WORKFLOW, message, details)
+        message = f"cannot convert the UI workflow: {what}"
+    found = problem(node_id, node.get("type") if node else None, "conversion_error", None, what,
+                    node.get("title") if node else None)
+    return invalid_workflow(message, [found], **details)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -184,6 +189,7 @@ class _Converter:
         self.subgraph_graphs: dict[str, _Graph] = {}
         # PrimitiveNode values pushed into their targets: (id(graph), node id) -> {widget: value}
         self.primitive_values: dict[tuple[int, str], dict[str, Any]] = {}
+        self.promoted_cache: dict[int, dict[int, bool]] = {}
         self.root = _graph(ui)
 
     # --- flattening -------------------------------------------------------------------------------
@@ -370,7 +376,7 @@ class _Converter:
 
     def _promoted_inputs(self, instance: _Dto) -> dict[int, bool]:
         """Input index -> whether its interior widget has a control_after_generate companion."""
-        cached = instance.node.get("_promoted")
+        cached = self.promoted_cache.get(id(instance.node))
         if cached is not None:
             return cached
         assert instance.subgraph is not None and instance.subgraph.definition is not None
@@ -379,7 +385,7 @@ class _Converter:
             target = self._interior_widget(instance.subgraph, sg_input)
             if target is not None:
                 result[index] = target[2]
-        instance.node["_promoted"] = result
+        self.promoted_cache[id(instance.node)] = result  # kept here: the caller's workflow is never written to
         return result
 
     def _interior_widget(self, graph: _Graph, sg_input: dict[str, Any]) -> tuple[dict[str, Any], str, bool] | None:
@@ -581,50 +587,56 @@ def _dedupe_subgraph_node_ids(ui: dict[str, Any]) -> list[dict[str, Any]]:
     definitions = [d for d in (ui.get("definitions") or {}).get("subgraphs") or [] if isinstance(d, dict)]
     state = ui.get("state") if isinstance(ui.get("state"), dict) else {}
     last = state.get("lastNodeId", ui.get("last_node_id"))
-    last_id = last if isinstance(last, int) and not isinstance(last, bool) else 0
-    used_keys = {str(n.get("id")) for n in ui.get("nodes") or [] if isinstance(n, dict)}
-    used_numbers = {n for n in (_numeric_id(k) for k in used_keys) if n is not None}
+    ids = _IdAllocator(last if isinstance(last, int) and not isinstance(last, bool) else 0,
+                       {str(n.get("id")) for n in ui.get("nodes") or [] if isinstance(n, dict)})
     result = []
     for definition in definitions:
         remap: dict[str, int] = {}
-        nodes = []
-        for node in definition.get("nodes") or []:
-            if not isinstance(node, dict):
-                nodes.append(node)
-                continue
-            key = str(node.get("id"))
-            if key in used_keys:
-                while True:
-                    last_id += 1
-                    if last_id not in used_numbers:
-                        break
-                remap[key] = last_id
-                used_numbers.add(last_id)
-                used_keys.add(str(last_id))
-                node = {**node, "id": last_id}
-            else:
-                used_keys.add(key)
-                number = _numeric_id(node.get("id"))
-                if number is not None:
-                    used_numbers.add(number)
-                    last_id = max(last_id, number)
-            nodes.append(node)
-        if not remap:
-            result.append(definition)
-            continue
-        links = []
-        for link in definition.get("links") or []:
-            if isinstance(link, dict):
-                link = {**link, "origin_id": remap.get(str(link.get("origin_id")), link.get("origin_id")),
-                        "target_id": remap.get(str(link.get("target_id")), link.get("target_id"))}
-            elif isinstance(link, list) and len(link) >= 5:
-                link = [link[0], remap.get(str(link[1]), link[1]), link[2], remap.get(str(link[3]), link[3]),
-                        *link[4:]]
-            links.append(link)
-        widgets = [{**w, "id": remap.get(str(w.get("id")), w.get("id"))} if isinstance(w, dict) else w
-                   for w in definition.get("widgets") or []]
-        result.append({**definition, "nodes": nodes, "links": links, "widgets": widgets})
+        nodes = [ids.take(node, remap) if isinstance(node, dict) else node for node in definition.get("nodes") or []]
+        result.append(_renumbered(definition, nodes, remap) if remap else definition)
     return result
+
+
+class _IdAllocator:
+    """The node ids met so far, and the next free one for a node whose id clashes."""
+
+    def __init__(self, last_id: int, used_keys: set[str]) -> None:
+        self.last_id = last_id
+        self.used_keys = used_keys
+        self.used_numbers = {n for n in (_numeric_id(k) for k in used_keys) if n is not None}
+
+    def take(self, node: dict[str, Any], remap: dict[str, int]) -> dict[str, Any]:
+        key = str(node.get("id"))
+        if key in self.used_keys:
+            while True:
+                self.last_id += 1
+                if self.last_id not in self.used_numbers:
+                    break
+            remap[key] = self.last_id
+            self.used_numbers.add(self.last_id)
+            self.used_keys.add(str(self.last_id))
+            return {**node, "id": self.last_id}
+        self.used_keys.add(key)
+        number = _numeric_id(node.get("id"))
+        if number is not None:
+            self.used_numbers.add(number)
+            self.last_id = max(self.last_id, number)
+        return node
+
+
+def _renumbered(definition: dict[str, Any], nodes: list[Any], remap: dict[str, int]) -> dict[str, Any]:
+    """A definition with its nodes' new ids carried into its links and promoted widgets."""
+    links = []
+    for link in definition.get("links") or []:
+        if isinstance(link, dict):
+            link = {**link, "origin_id": remap.get(str(link.get("origin_id")), link.get("origin_id")),
+                    "target_id": remap.get(str(link.get("target_id")), link.get("target_id"))}
+        elif isinstance(link, list) and len(link) >= 5:
+            link = [link[0], remap.get(str(link[1]), link[1]), link[2], remap.get(str(link[3]), link[3]), *link[4:]]
+        links.append(link)
+    widgets = [{**w, "id": remap.get(str(w.get("id")), w.get("id"))} if isinstance(w, dict) else w
+               for w in definition.get("widgets") or []]
+    return {**definition, "nodes": nodes, "links": links, "widgets": widgets}
 
 
 def _types_compatible(a: Any, b: Any) -> bool:
@@ -671,69 +683,66 @@ def _expand_group(conv: _Converter, dto: _Dto, definition: dict[str, Any]) -> No
     """Legacy group nodes: inner nodes become ``<group id>:<index>``; the group's inputs feed the inner
     inputs that no inner link feeds, and its outputs are the inner outputs in order."""
     inner_nodes = [n for n in definition.get("nodes") or [] if isinstance(n, dict)]
-    raw_links = definition.get("links") or []
-    internal_targets: set[tuple[int, int]] = set()
-    internal_sources: set[tuple[int, int]] = set()
-    link_map: dict[str, _Link] = {}
-    for n, item in enumerate(raw_links):
-        if not isinstance(item, list) or len(item) < 4:
-            continue
-        o, os_, t, ts = item[:4]
-        if o is None or t is None:
-            continue
-        link_map[f"g{n}"] = _Link(str(o), int(os_), str(t), int(ts), item[5] if len(item) > 5 else None)
-        internal_targets.add((int(t), int(ts)))
-        internal_sources.add((int(o), int(os_)))
+    link_map, internal_sources = _group_links(definition.get("links") or [])
     externals = {(int(e[0]), int(e[1])) for e in definition.get("external") or [] if isinstance(e, list) and len(e) >= 2}
     group_inputs = list(dto.node.get("inputs") or [])
     group_values = dto.node.get("widgets_values")
     graph = _Graph({}, dict(link_map))
     path = (*dto.path, str(dto.node["id"]))
     outputs_map: list[tuple[str, int]] = []
-    outer_input_index = 0
-    value_pos = 0
+    outer_input_index = value_pos = 0
     for index, raw in enumerate(inner_nodes):
-        inner = dict(raw)
-        inner["id"] = index
-        inner.setdefault("mode", dto.node.get("mode", 0))
+        inner = {**raw, "id": index, "mode": raw.get("mode", dto.node.get("mode", 0))}
+        inner["inputs"], outer_input_index = _group_inner_inputs(inner, index, link_map, outer_input_index,
+                                                                 len(group_inputs))
         info = cat.class_info(conv.object_info, str(inner.get("type")))
-        inputs: list[dict[str, Any]] = []
-        for slot, item in enumerate(inner.get("inputs") or []):
-            entry = dict(item)
-            entry["link"] = None
-            for key, link in link_map.items():
-                if int(link.target_id) == index and link.target_slot == slot:
-                    entry["link"] = key
-            if entry["link"] is None and not item.get("widget"):
-                if outer_input_index < len(group_inputs):
-                    entry["link"] = ("outer", outer_input_index)
-                outer_input_index += 1
-            inputs.append(entry)
-        inner["inputs"] = inputs
         if isinstance(group_values, list) and info is not None:
-            _, slots = cat.widget_values(info, inner.get("widgets_values"))
-            count = len(slots)
+            count = len(cat.widget_values(info, inner.get("widgets_values"))[1])
             if value_pos + count <= len(group_values):
                 inner["widgets_values"] = group_values[value_pos:value_pos + count]
             value_pos += count
         graph.nodes[str(index)] = inner
-        for out_slot, _ in enumerate(inner.get("outputs") or []):
-            if (index, out_slot) in externals or (index, out_slot) not in internal_sources:
-                outputs_map.append((":".join([*path, str(index)]), out_slot))
-    dto.node = dict(dto.node)
-    dto.node["_group_outputs"] = outputs_map
+        outputs_map += [(":".join([*path, str(index)]), out_slot) for out_slot, _ in enumerate(inner.get("outputs") or [])
+                        if (index, out_slot) in externals or (index, out_slot) not in internal_sources]
+    dto.node = {**dto.node, "_group_outputs": outputs_map}
     conv.dtos[dto.id] = dto
     for inner in graph.nodes.values():
-        inputs = []
-        for entry in inner["inputs"]:
-            link = entry.get("link")
-            if isinstance(link, tuple):
-                # Fed from outside: resolved through the group node's own input slot.
-                entry = {**entry, "link": None, "_outer": (dto, link[1])}
-            inputs.append(entry)
+        # Inputs fed from outside are resolved through the group node's own input slot.
+        inputs = [{**entry, "link": None, "_outer": (dto, entry["link"][1])} if isinstance(entry.get("link"), tuple)
+                  else entry for entry in inner["inputs"]]
         inner_dto = _Dto(inner, graph, path, None, inputs=inputs)
         inner_dto.group = definition
         conv.dtos[inner_dto.id] = inner_dto
+
+
+def _group_links(raw_links: list[Any]) -> tuple[dict[str, _Link], set[tuple[int, int]]]:
+    """A group definition's links (keyed ``g<n>``), and the (node, slot) outputs they start from."""
+    link_map: dict[str, _Link] = {}
+    sources: set[tuple[int, int]] = set()
+    for n, item in enumerate(raw_links):
+        if not isinstance(item, list) or len(item) < 4 or item[0] is None or item[2] is None:
+            continue
+        o, os_, t, ts = item[:4]
+        link_map[f"g{n}"] = _Link(str(o), int(os_), str(t), int(ts), item[5] if len(item) > 5 else None)
+        sources.add((int(o), int(os_)))
+    return link_map, sources
+
+
+def _group_inner_inputs(inner: dict[str, Any], index: int, link_map: dict[str, _Link], outer_index: int,
+                        outer_count: int) -> tuple[list[dict[str, Any]], int]:
+    """An inner node's inputs with their links: an inner link, else the group's next outer input."""
+    inputs: list[dict[str, Any]] = []
+    for slot, item in enumerate(inner.get("inputs") or []):
+        entry = {**item, "link": None}
+        for key, link in link_map.items():
+            if int(link.target_id) == index and link.target_slot == slot:
+                entry["link"] = key
+        if entry["link"] is None and not item.get("widget"):
+            if outer_index < outer_count:
+                entry["link"] = ("outer", outer_index)
+            outer_index += 1
+        inputs.append(entry)
+    return inputs, outer_index
 
 
 def dynamic_prompt(text: str, rng: random.Random) -> str:

@@ -8,27 +8,34 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ErrorCode, WorkerError
+from ..errors import WorkerError, invalid_input
 from . import catalogue as cat
 
 _BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]+$")
 _MEDIA_PREFIXES = ("data:", "http://", "https://", "s3://")
 
 
+# What a file input takes, by ComfyUI's upload flag on it (file_upload and plain combos take anything).
+_MEDIA_KIND = {"image_upload": "image", "video_upload": "video", "animated_image_upload": "video",
+               "audio_upload": "audio"}
+
+
 @dataclass(frozen=True)
 class MediaSlot:
-    """An input whose value is media to upload first; the core stages ``value`` then calls
-    :func:`set_media_name` with the uploaded name."""
+    """An input whose value is media to stage first (base64, data URI, URL); staging names the file and
+    points the input at it before the graph is checked."""
 
     node_id: str
     input_name: str
     value: str
     key: str  # the request key that set it
+    kind: str = "any"  # image, video, audio or any: what the input's node loads
 
 
 def _bad(key: str, problem: str, **details: Any) -> WorkerError:
-    return WorkerError(ErrorCode.INVALID_INPUT, f"inputs[{key!r}]: {problem}",
-                       {"errors": [{"field": f"inputs.{key}", "problem": problem, **details}]})
+    error = invalid_input(f"inputs.{key}", problem, message=f"inputs[{key!r}]: {problem}")
+    error.details["errors"][0].update(details)  # what it concerns (node ids, the inputs a node has)
+    return error
 
 
 def _titles(graph: dict[str, Any]) -> dict[str, list[str]]:
@@ -94,8 +101,8 @@ def apply_inputs(graph: dict[str, Any], inputs: dict[str, Any] | None,
     if not inputs:
         return result, media
     if not isinstance(inputs, dict):
-        raise WorkerError(ErrorCode.INVALID_INPUT, "inputs: must be an object of '<node>.<input>': value",
-                          {"errors": [{"field": "inputs", "problem": "must be an object"}]})
+        raise invalid_input("inputs", "must be an object",
+                            message="inputs: must be an object of '<node>.<input>': value")
     for key, value in inputs.items():
         node_id, name = resolve_key(result, key)
         node = result[node_id]
@@ -113,13 +120,8 @@ def apply_inputs(graph: dict[str, Any], inputs: dict[str, Any] | None,
             value = {"__value__": value}  # a bare list would read as a link
         node["inputs"][name] = value
         if is_media_value(value, spec):
-            media.append(MediaSlot(node_id, name, value, key))
+            media.append(MediaSlot(node_id, name, value, key, _MEDIA_KIND.get(spec.upload_kind or "", "any")))
     return result, media
-
-
-def set_media_name(graph: dict[str, Any], slot: MediaSlot, uploaded_name: str) -> None:
-    """Point the input at the staged file (``subfolder/name`` as ComfyUI's upload returned it)."""
-    graph[slot.node_id]["inputs"][slot.input_name] = uploaded_name
 
 
 def seed_inputs(graph: dict[str, Any], object_info: dict[str, Any]) -> list[tuple[str, str, cat.InputSpec]]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ErrorCode, WorkerError
+from ..problems import flatten_node_errors, problem
 from . import catalogue as cat
 from .models import closest, folder_files, model_folder
 from .policy import Policy, Violation, check_policy
@@ -116,26 +117,6 @@ class PreflightReport:
         raise WorkerError(code, f"{lead}: {text}", details)
 
 
-def problem(node_id: str | None, class_type: str | None, kind: str | None, input_name: str | None,
-            message: str | None, details: Any) -> dict[str, Any]:
-    return {"node_id": node_id, "class_type": class_type, "type": kind, "input_name": input_name,
-            "message": message, "details": details}
-
-
-def flatten_node_errors(node_errors: dict[str, Any], workflow: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """ComfyUI's node_errors shape as a flat list of problems, each naming node, class type and input."""
-    flat = []
-    for node_id, entry in node_errors.items():
-        class_type = entry.get("class_type")
-        if class_type is None and workflow and isinstance(workflow.get(node_id), dict):
-            class_type = workflow[node_id].get("class_type")
-        for err in entry.get("errors", []):
-            extra = err.get("extra_info") or {}
-            flat.append(problem(node_id, class_type, err.get("type"), extra.get("input_name"),
-                                err.get("message"), err.get("details")))
-    return flat
-
-
 def _error(kind: str, message: str, details: str, **extra: Any) -> dict[str, Any]:
     return {"type": kind, "message": message, "details": details, "extra_info": extra}
 
@@ -185,44 +166,15 @@ class _Validator:
         if not isinstance(self.graph, dict):
             report.graph_errors.append(_error("invalid_prompt", "the workflow must be an object of nodes", ""))
             return report
-        known: dict[str, dict[str, Any]] = {}
-        for node_id, node in self.graph.items():
-            class_type = node.get("class_type") if isinstance(node, dict) else None
-            title = ((node.get("_meta") or {}).get("title") if isinstance(node, dict) else None) or class_type
-            if not isinstance(class_type, str):
-                report.missing_nodes.append({"node_id": node_id, "class_type": None, "node_title": title,
-                                             "problem": "node has no class_type"})
-                continue
-            info = cat.class_info(self.object_info, class_type)
-            if info is None:
-                report.missing_nodes.append({"node_id": node_id, "class_type": class_type, "node_title": title,
-                                             "problem": "node type is not installed on this worker"})
-                continue
-            if not isinstance(node.get("inputs", {}), dict):
-                report.graph_errors.append(_error("invalid_prompt", f"node {node_id}: inputs must be an object",
-                                                  f"Node ID '#{node_id}'", node_id=node_id))
-                continue
-            known[node_id] = info
-        self.known = known
-        outputs = [nid for nid, info in known.items() if cat.is_output_node(info)]
-        if self.targets is not None:
-            for target in self.targets:
-                if target not in self.graph:
-                    report.graph_errors.append(_error(
-                        "invalid_output_node", f"output_nodes: node {target!r} is not in the workflow", target,
-                        node_id=target))
-                elif target in known and not cat.is_output_node(known[target]):
-                    report.graph_errors.append(_error(
-                        "invalid_output_node", f"output_nodes: node {target} ({self.graph[target]['class_type']}) "
-                        "is not an output node", target, node_id=target))
-            outputs = [nid for nid in outputs if nid in self.targets]
+        self.known = self._known_nodes()
+        outputs = self._output_nodes()
         report.output_nodes = outputs
         if not outputs and not report.missing_nodes:
             report.graph_errors.append(_error("prompt_no_outputs", "Prompt has no outputs", ""))
         reachable = self._upstream(outputs)
         for node_id in reachable:
-            if node_id in known:
-                self._validate_node(node_id, known[node_id])
+            if node_id in self.known:
+                self._validate_node(node_id, self.known[node_id])
         self._cycles(reachable)
         for violation in check_policy(self.graph, self.object_info, self.policy):
             report.policy_violations.append(violation.as_dict())
@@ -234,6 +186,44 @@ class _Validator:
                 "class_type": self.graph[node_id].get("class_type"),
             }
         return report
+
+    def _known_nodes(self) -> dict[str, dict[str, Any]]:
+        """The nodes whose type is installed, by id; the others reported as missing or malformed."""
+        known: dict[str, dict[str, Any]] = {}
+        for node_id, node in self.graph.items():
+            class_type = node.get("class_type") if isinstance(node, dict) else None
+            title = ((node.get("_meta") or {}).get("title") if isinstance(node, dict) else None) or class_type
+            if not isinstance(class_type, str):
+                self.report.missing_nodes.append({"node_id": node_id, "class_type": None, "node_title": title,
+                                                  "problem": "node has no class_type"})
+                continue
+            info = cat.class_info(self.object_info, class_type)
+            if info is None:
+                self.report.missing_nodes.append({"node_id": node_id, "class_type": class_type, "node_title": title,
+                                                  "problem": "node type is not installed on this worker"})
+                continue
+            if not isinstance(node.get("inputs", {}), dict):
+                self.report.graph_errors.append(_error("invalid_prompt", f"node {node_id}: inputs must be an "
+                                                       "object", f"Node ID '#{node_id}'", node_id=node_id))
+                continue
+            known[node_id] = info
+        return known
+
+    def _output_nodes(self) -> list[str]:
+        """The output nodes that will run: all of them, or those of `output_nodes` (each checked)."""
+        outputs = [nid for nid, info in self.known.items() if cat.is_output_node(info)]
+        if self.targets is None:
+            return outputs
+        for target in self.targets:
+            if target not in self.graph:
+                self.report.graph_errors.append(_error(
+                    "invalid_output_node", f"output_nodes: node {target!r} is not in the workflow", target,
+                    node_id=target))
+            elif target in self.known and not cat.is_output_node(self.known[target]):
+                self.report.graph_errors.append(_error(
+                    "invalid_output_node", f"output_nodes: node {target} ({self.graph[target]['class_type']}) "
+                    "is not an output node", target, node_id=target))
+        return [nid for nid in outputs if nid in self.targets]
 
     # --- graph walks ------------------------------------------------------------------------------
     def _links(self, node_id: str) -> list[str]:

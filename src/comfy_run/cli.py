@@ -1,0 +1,112 @@
+"""`python -m comfy_run`: run a workflow file on a RunPod endpoint or the local test server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .backends import Backend, BackendError, LocalBackend, RunPodBackend
+from .display import ProgressDisplay, describe_error
+from .runner import run_workflow
+from .spec import JobSpec, UsageError, parse_image
+
+log = logging.getLogger("comfy_run")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+
+EPILOG = """examples:
+  RUNPOD_API_KEY=... python -m comfy_run workflow.json --endpoint abc123 \\
+      --image example.png=./cat.png --set "6.text=a cat" --set "3.steps=30" --out outputs/
+  python -m comfy_run workflow.json --local http://127.0.0.1:8000
+
+exit codes: 0 completed, 1 failed, 2 bad arguments or endpoint unreachable, 130 cancelled (Ctrl-C)"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="comfy-run", description=__doc__, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("workflow", type=Path, help="workflow JSON (API or UI format, or a job file)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--endpoint", default=os.environ.get("RUNPOD_ENDPOINT_ID"),
+                       help="RunPod endpoint id (default $RUNPOD_ENDPOINT_ID); the key comes from $RUNPOD_API_KEY")
+    where.add_argument("--local", metavar="URL", help="the runpod SDK's local test server, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--image", action="append", default=[], metavar="NAME=PATH",
+                        help="input file uploaded as NAME (the name the workflow refers to); repeatable")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="NODE.INPUT=VALUE",
+                        help="set a node input by node id or title, e.g. \"6.text=a cat\"; repeatable")
+    parser.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the outputs (default outputs/)")
+    parser.add_argument("--dry-run", action="store_true", help="only check the workflow; run nothing")
+    parser.add_argument("--randomize-seeds", action="store_true", help="give every seed a fresh random value")
+    parser.add_argument("--timeout", type=int, metavar="SECONDS", help="RunPod policy.executionTimeout")
+    parser.add_argument("--poll", type=float, default=1.0, help="seconds between status checks (default 1)")
+    parser.add_argument("--json", action="store_true", help="also print the final status response as JSON")
+    return parser
+
+
+def make_backend(args: argparse.Namespace) -> Backend:
+    if args.local:
+        return LocalBackend(args.local)
+    if not args.endpoint:
+        raise UsageError("say where to run: --endpoint <id> (or $RUNPOD_ENDPOINT_ID), or --local <url>")
+    return RunPodBackend(args.endpoint)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        images = dict(parse_image(text) for text in args.image)
+        spec = JobSpec.from_files(args.workflow, images=images, overrides=args.overrides)
+        execution = {}
+        if args.dry_run:
+            execution["dry_run"] = True
+        if args.randomize_seeds:
+            execution["randomize_seeds"] = True
+        if execution:
+            spec.extra["execution_config"] = execution
+        request = {"policy": {"executionTimeout": args.timeout * 1000}} if args.timeout else {}
+        backend = make_backend(args)
+    except (UsageError, BackendError) as exc:
+        log.error("error: %s", exc)
+        return EXIT_USAGE
+
+    display = ProgressDisplay(sys.stderr)
+
+    def submitted(job_id: str) -> None:
+        log.info("job %s submitted to %s", job_id, backend.label)
+        if not backend.live_progress:
+            log.info("the local server runs the job now and reports no progress until it ends")
+        display.update("IN_QUEUE" if backend.live_progress else "IN_PROGRESS")
+
+    try:
+        outcome = run_workflow(backend, spec, request=request, on_status=display.update, on_submitted=submitted,
+                               poll_interval=args.poll)
+    except BackendError as exc:
+        log.error("error: %s", exc)
+        return EXIT_USAGE
+    display.finish(outcome.status)
+    if args.json:
+        sys.stdout.write(json.dumps({"id": outcome.job_id, "status": outcome.status, "output": outcome.output,
+                                     "error": outcome.error}, indent=2) + "\n")
+    if outcome.status == "COMPLETED":
+        saved = outcome.save(args.out)
+        for path in saved:
+            log.info("saved %s", path)
+        for warning in (outcome.output or {}).get("warnings", []):
+            log.warning("warning: %s", warning)
+        log.info("COMPLETED: %d output(s) in %s", len(saved), args.out)
+        return EXIT_OK
+    if outcome.status == "FAILED" and outcome.error is not None:
+        for line in describe_error(outcome.error):
+            log.error("%s", line)
+        return EXIT_FAILED
+    if outcome.status == "CANCELLED":
+        log.error("CANCELLED: job %s was cancelled", outcome.job_id)
+        return EXIT_CANCELLED
+    log.error("%s: job %s ended without a result (RunPod's execution timeout or TTL)", outcome.status,
+              outcome.job_id)
+    return EXIT_FAILED

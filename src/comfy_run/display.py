@@ -1,0 +1,96 @@
+"""What the client shows a person: a progress bar and plain-language failures."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from typing import Any, TextIO
+
+from comfy_worker.errors import CATALOGUE, ErrorCode
+
+
+class ProgressDisplay:
+    """One updating line on a terminal; one line per change elsewhere (logs, pipes)."""
+
+    def __init__(self, stream: TextIO, *, width: int = 30) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.width = width
+        self.started = time.monotonic()
+        self._last = ""
+
+    def _bar(self, percent: float) -> str:
+        filled = int(round(self.width * max(0.0, min(100.0, percent)) / 100))
+        return "[" + "#" * filled + "." * (self.width - filled) + "]"
+
+    def line_for(self, status: str, progress: Any) -> str:
+        elapsed = f"{time.monotonic() - self.started:5.0f}s"
+        if status == "IN_PROGRESS" and isinstance(progress, dict) and "percent" in progress:
+            where = ""
+            if progress.get("node"):
+                where = f" node {progress['node']}"
+                if progress.get("class_type"):
+                    where += f" ({progress['class_type']})"
+                if progress.get("step") is not None and progress.get("max_steps"):
+                    where += f" step {progress['step']:g}/{progress['max_steps']:g}"
+            return f"{self._bar(progress['percent'])} {progress['percent']:5.1f}%{where}  {elapsed}"
+        label = {"IN_QUEUE": "waiting for a worker", "IN_PROGRESS": "running"}.get(status, status.lower())
+        return f"{self._bar(0)}   {label}  {elapsed}"
+
+    def update(self, status: str, progress: Any = None) -> None:
+        line = self.line_for(status, progress)
+        if self.tty:
+            columns = shutil.get_terminal_size((100, 20)).columns
+            self.stream.write("\r" + line[: columns - 1].ljust(min(len(self._last), columns - 1)))
+            self.stream.flush()
+        elif line.rsplit("  ", 1)[0] != self._last.rsplit("  ", 1)[0]:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        self._last = line
+
+    def finish(self, status: str) -> None:
+        if status == "COMPLETED":
+            self.update("IN_PROGRESS", {"percent": 100.0})
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def describe_error(payload: dict[str, Any]) -> list[str]:
+    """Lines telling a person what failed, where, and what to do about it."""
+    code = str(payload.get("code"))
+    details = payload.get("details") if isinstance(payload.get("details"), dict) else {}
+    lines = [f"FAILED: {code}: {payload.get('message', '')}"]
+    if details.get("node_id") is not None:
+        node = f"node {details['node_id']}"
+        if details.get("class_type"):
+            node += f" ({details['class_type']})"
+        lines.append(f"  where: {node}")
+        if details.get("exception_type") or details.get("exception_message"):
+            first = str(details.get("exception_message", "")).strip().splitlines()[:1]
+            lines.append(f"  error: {details.get('exception_type', '')}: {first[0] if first else ''}")
+    for err in details.get("errors", []) if isinstance(details.get("errors"), list) else []:
+        if isinstance(err, dict) and "field" in err:
+            lines.append(f"  field {err['field']}: {err.get('problem', '')}")
+    for problem in details.get("problems", []) if isinstance(details.get("problems"), list) else []:
+        if isinstance(problem, dict):
+            where = f"node {problem.get('node_id')} ({problem.get('class_type')})"
+            if problem.get("input_name"):
+                where += f" input {problem['input_name']}"
+            extra = f": {problem['details']}" if problem.get("details") else ""
+            lines.append(f"  {where}: {problem.get('message', '')}{extra}")
+    for model in details.get("missing_models", []) if isinstance(details.get("missing_models"), list) else []:
+        if isinstance(model, dict) and model.get("closest"):
+            lines.append(f"  instead of {model.get('name', model.get('value'))}: maybe {', '.join(model['closest'])}")
+    tail = details.get("log_tail")
+    if isinstance(tail, list) and tail:
+        lines.append("  ComfyUI's last log lines:")
+        lines.extend(f"    {line}" for line in tail[-10:])
+    try:
+        info = CATALOGUE[ErrorCode(code)]
+    except ValueError:
+        info = None
+    if info is not None:
+        lines.append(f"  retryable: {'yes' if info.retryable else 'no'}")
+        lines.append(f"  what to do: {info.action}")
+    return lines

@@ -1,0 +1,89 @@
+"""A finished job as the client sees it, and saving its outputs under their original names."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+log = logging.getLogger("comfy_run")
+
+
+def parse_error(error: Any) -> dict[str, Any]:
+    """A FAILED job's `error` (a string of JSON) as an object with at least `code` and `message`."""
+    if isinstance(error, dict):
+        payload = error
+    else:
+        try:
+            payload = json.loads(error) if isinstance(error, str) else None
+        except ValueError:
+            payload = None
+    if not isinstance(payload, dict):
+        return {"code": "UNKNOWN", "message": str(error), "retryable": False, "details": {}}
+    if "code" not in payload and "error_message" in payload:
+        # The runpod SDK's own exception report.
+        return {"code": "INTERNAL_ERROR", "message": f"{payload.get('error_type', 'error')}: "
+                f"{payload['error_message']}", "retryable": True, "details": payload}
+    payload.setdefault("code", "UNKNOWN")
+    payload.setdefault("message", "")
+    payload.setdefault("details", {})
+    return payload
+
+
+def _unique(folder: Path, name: str) -> Path:
+    path = folder / name
+    stem, suffix, n = path.stem, path.suffix, 1
+    while path.exists():
+        path = folder / f"{stem}-{n}{suffix}"
+        n += 1
+    return path
+
+
+@dataclass
+class Outcome:
+    job_id: str
+    status: str
+    output: Any = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "COMPLETED"
+
+    def save(self, folder: str | Path, *, download_timeout: float = 60.0) -> list[Path]:
+        """Write every output to `folder`: base64 `data` decoded, `url` downloaded, `text` as .txt."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        output = self.output if isinstance(self.output, dict) else {}
+        saved: list[Path] = []
+        if output.get("dry_run"):
+            path = _unique(folder, "dry-run.json")
+            path.write_text(json.dumps(output, indent=2, ensure_ascii=False))
+            return [path]
+        for index, entry in enumerate(output.get("outputs", [])):
+            # Only the name: a result never decides where on this machine a file lands.
+            name = Path(entry.get("filename") or "").name
+            if entry.get("kind") == "text" or entry.get("text") is not None:
+                stem = Path(name).stem or f"{entry.get('node_id')}_{entry.get('key', 'text')}_{index}"
+                path = _unique(folder, f"{stem}.txt")
+                path.write_text(entry.get("text") or "", encoding="utf-8")
+            elif entry.get("data") is not None:
+                path = _unique(folder, name or f"output_{index}")
+                path.write_bytes(base64.b64decode(entry["data"]))
+            elif entry.get("url"):
+                path = _unique(folder, name or Path(entry["url"].split("?")[0]).name or f"output_{index}")
+                with requests.get(entry["url"], stream=True, timeout=download_timeout) as resp:
+                    resp.raise_for_status()
+                    with open(path, "wb") as fh:
+                        for chunk in resp.iter_content(1 << 20):
+                            fh.write(chunk)
+            else:
+                log.warning("output %d of node %s has no content to save", index, entry.get("node_id"))
+                continue
+            saved.append(path)
+        return saved

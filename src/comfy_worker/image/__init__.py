@@ -1,1 +1,0 @@
-"""Building the worker image: custom node snapshots, network volume mapping, build-time smoke test."""

@@ -1,0 +1,37 @@
+"""Models a job needs that models.yaml lists as `on_demand`: fetched when the job's check finds them missing."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..settings import Settings
+from .download import DownloadError, ensure_models, options_from_settings
+from .manifest import FetchWhen, ModelEntry, load_manifest
+from .volume import model_download_root
+
+log = logging.getLogger("comfy_worker.models")
+
+
+def on_demand_entries(missing: list[dict[str, Any]], settings: Settings) -> list[ModelEntry] | None:
+    """The models.yaml entries that provide every missing file, or None when any of them is not an
+    `on_demand` entry (then fetching some would not make the job runnable)."""
+    if not settings.model_download_on_demand or not missing:
+        return None
+    manifest = load_manifest(settings.models_manifest, missing_ok=True)
+    entries: dict[tuple[str, str], ModelEntry] = {}
+    for model in missing:
+        entry = manifest.lookup(str(model.get("folder")), str(model.get("file")))
+        if entry is None or entry.fetch is not FetchWhen.ON_DEMAND:
+            return None
+        entries[(entry.folder, entry.filename)] = entry
+    return list(entries.values())
+
+
+def fetch_on_demand(entries: list[ModelEntry], settings: Settings) -> None:
+    """Download (and verify) the entries into the model root; a failure raises its catalogued error."""
+    log.info("fetching %d on-demand model(s): %s", len(entries), ", ".join(e.filename for e in entries))
+    try:
+        ensure_models(entries, model_download_root(settings), options=options_from_settings(settings))
+    except DownloadError as exc:
+        raise exc.to_worker_error() from None

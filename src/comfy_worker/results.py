@@ -1,0 +1,59 @@
+"""A job's answer, shaped in one place: a completed job's output, a dry run's, and a failure's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .delivery import DeliveryResult
+from .errors import WorkerError
+from .schema import JobResult
+from .workflow import ResolvedWorkflow
+
+
+def completed(prompt_id: str, delivered: DeliveryResult, warnings: list[str], seeds: dict[int, dict[str, int]],
+              items: list[dict[str, Any]] | None, timings: dict[str, float]) -> dict[str, Any]:
+    """The output of a completed job; a batch's also lists its items (`items`) and seeds per item."""
+    result = JobResult(prompt_id=prompt_id, outputs=delivered.entries, images=delivered.images, timings=timings,
+                       warnings=warnings)
+    out = result.model_dump(mode="json", exclude_none=True)
+    if seeds:
+        out["seeds"] = seeds[0] if items is None else {str(k): v for k, v in seeds.items()}
+    if items is not None:
+        out["items"] = items
+    return out
+
+
+def dry_run(resolved: list[ResolvedWorkflow], batch: bool, warnings: list[str],
+            timings: dict[str, float]) -> dict[str, Any]:
+    """What a dry run returns: the graph ComfyUI would get and the pre-flight report; nothing is run."""
+    if batch:
+        return {"dry_run": True, "items": [{"index": i, **_dry_item(r)} for i, r in enumerate(resolved)],
+                "warnings": warnings, "timings": timings}
+    return {"dry_run": True, **_dry_item(resolved[0]), "warnings": warnings, "timings": timings}
+
+
+def _dry_item(resolved: ResolvedWorkflow) -> dict[str, Any]:
+    assert resolved.report is not None
+    return {"workflow": resolved.graph, "preflight": resolved.report.to_dict(),
+            "media_inputs": [{"node_id": m.node_id, "input_name": m.input_name, "key": m.key}
+                             for m in resolved.media],
+            "seeds": resolved.seeds}
+
+
+def failed(err: WorkerError, job_id: str, timings: dict[str, float]) -> dict[str, Any]:
+    """A failed job for the runpod SDK: `error` is a JSON string; a GPU fault also asks for a fresh worker."""
+    out: dict[str, Any] = {"error": err.to_error_string(job_id, timings)}
+    if err.refresh_worker:
+        out["refresh_worker"] = True
+    return out
+
+
+def summary(result: dict[str, Any]) -> str:
+    """The outputs of a result as one short log item each (never their data or URLs)."""
+    items = []
+    for entry in result.get("outputs", []):
+        size = f" {entry['width']}x{entry['height']}" if entry.get("width") else ""
+        where = entry.get("storage") or ("inline" if "data" in entry else "text")
+        items.append(f"{entry.get('node_id')}:{entry.get('kind')}{size} {entry.get('filename') or ''} "
+                     f"{entry.get('size')}B {where}".replace("  ", " "))
+    return "[" + ", ".join(items) + "]"
