@@ -194,7 +194,7 @@ def _job_handler(app: WorkerApp, settings: Settings, comfy: Comfy) -> Handler:
             if refresh_every and next(counter) % refresh_every == 0:
                 result["refresh_worker"] = True
                 app.end_after_job(f"a fresh worker is due after {refresh_every} jobs (REFRESH_WORKER_AFTER_JOBS)")
-            if not comfy.is_alive():
+            if not comfy.is_alive() or '"COMFYUI_UNAVAILABLE"' in str(result.get("error", "")):
                 failure = await asyncio.to_thread(comfy.verdict)
                 if failure is not None:
                     app.end_after_job(f"ComfyUI cannot be brought back: {failure}")

@@ -91,9 +91,13 @@ class ManagedComfy(HttpComfy):
         return self.process.failure
 
     def verdict(self, timeout: float = 5.0) -> str | None:
-        """Once ComfyUI went down: wait (bounded) for the supervisor to restart it or give up; the reason
-        when it gave up."""
-        self.process.wait_verdict(timeout)
+        """After a job lost ComfyUI: wait (bounded) for the supervisor to restart it or give up; the reason
+        when it gave up. A ComfyUI that just dropped a request may take a moment to be seen exiting."""
+        deadline = time.monotonic() + timeout
+        grace = time.monotonic() + 1.0
+        while self.process.is_alive() and time.monotonic() < grace:
+            time.sleep(0.02)
+        self.process.wait_verdict(max(0.0, deadline - time.monotonic()))
         return self.process.failure
 
     def on_failure(self, listener: Callable[[str], None]) -> None:

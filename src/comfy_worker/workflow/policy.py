@@ -8,14 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import catalogue as cat
+from .limits import FRAME_KEYS, STEP_KEYS, GraphValues, Size, output_sizes
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # Inputs whose value is a file name inside a ComfyUI folder (model, input or output prefix).
 _FILE_INPUT_HINTS = ("_name", "filename", "image", "video", "audio", "file", "path", "model", "prefix")
-_PIXEL_KEYS = ("width", "height")
-_BATCH_KEYS = ("batch_size", "batch", "amount")
-_STEP_KEYS = ("steps",)
-_FRAME_KEYS = ("length", "frames", "num_frames", "frame_count", "video_frames")
 
 
 @dataclass(frozen=True)
@@ -28,6 +25,7 @@ class Policy:
     max_pixels: int | None = None
     max_steps: int | None = None
     max_frames: int | None = None
+    max_input_pixels: int | None = None  # an image loaded from the input folder has at most this many pixels
 
     @classmethod
     def from_settings(cls, settings: Any) -> Policy:
@@ -38,6 +36,7 @@ class Policy:
             max_pixels=getattr(settings, "max_pixels", None),
             max_steps=getattr(settings, "max_steps", None),
             max_frames=getattr(settings, "max_frames", None),
+            max_input_pixels=getattr(settings, "max_input_pixels", None),
         )
 
 
@@ -107,38 +106,50 @@ def check_policy(graph: dict[str, Any], object_info: dict[str, Any], policy: Pol
                                        f"node {node_id} ({class_type}): input {name!r} names a file outside its "
                                        f"folder ({value!r}); use a plain name inside the folder",
                                        name, value))
-        found.extend(_limits(node_id, class_type, inputs, policy))
+    found.extend(_limits(graph, object_info, policy))
     return found
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return value
-
-
-def _limits(node_id: str, class_type: Any, inputs: dict[str, Any], policy: Policy) -> list[Violation]:
+def _limits(graph: dict[str, Any], object_info: dict[str, Any], policy: Policy) -> list[Violation]:
     found: list[Violation] = []
     if policy.max_pixels is not None:
-        width = _number(inputs.get("width"))
-        height = _number(inputs.get("height"))
-        if width is not None and height is not None:
-            batch = next((_number(inputs.get(k)) for k in _BATCH_KEYS if _number(inputs.get(k)) is not None), 1) or 1
-            frames = next((_number(inputs.get(k)) for k in _FRAME_KEYS if _number(inputs.get(k)) is not None), 1) or 1
-            pixels = int(width * height * batch * frames)
-            if pixels > policy.max_pixels:
-                found.append(Violation(node_id, class_type, "MAX_PIXELS",
-                                       f"node {node_id} ({class_type}): {int(width)}x{int(height)}"
-                                       f"x{int(batch * frames)} = {pixels} pixels; the limit is {policy.max_pixels}",
-                                       extra={"pixels": pixels}))
-    for rule, limit, keys in (("MAX_STEPS", policy.max_steps, _STEP_KEYS),
-                              ("MAX_FRAMES", policy.max_frames, _FRAME_KEYS)):
+        sizes = output_sizes(graph, object_info, float(policy.max_input_pixels or policy.max_pixels))
+        for node_id, size in sizes.items():
+            violation = _pixels(node_id, graph[node_id].get("class_type"), size, policy.max_pixels)
+            if violation is not None:
+                found.append(violation)
+    values = GraphValues(graph)
+    for rule, limit, keys in (("MAX_STEPS", policy.max_steps, STEP_KEYS), ("MAX_FRAMES", policy.max_frames, FRAME_KEYS)):
         if limit is None:
             continue
-        for key in keys:
-            value = _number(inputs.get(key))
-            if value is not None and value > limit:
-                found.append(Violation(node_id, class_type, rule,
-                                       f"node {node_id} ({class_type}): {key}={int(value)}; the limit is {limit}",
-                                       key, inputs.get(key)))
+        for node_id, node in graph.items():
+            inputs = node.get("inputs") if isinstance(node, dict) and isinstance(node.get("inputs"), dict) else {}
+            for key in (k for k in keys if k in inputs):
+                value = values.number(node_id, key)
+                if value is None and values.is_linked(node_id, key):
+                    found.append(Violation(node_id, node.get("class_type"), rule,
+                                           f"node {node_id} ({node.get('class_type')}): {key} comes from a link the "
+                                           f"worker cannot follow to a number; give it as a number ({rule} is set)",
+                                           key, inputs.get(key)))
+                elif value is not None and value > limit:
+                    found.append(Violation(node_id, node.get("class_type"), rule,
+                                           f"node {node_id} ({node.get('class_type')}): {key}={value:g}; the limit "
+                                           f"is {limit}", key, inputs.get(key)))
     return found
+
+
+def _pixels(node_id: str, class_type: Any, size: Size | None, limit: int) -> Violation | None:
+    label = f"node {node_id} ({class_type})"
+    if size is None:
+        return Violation(node_id, class_type, "MAX_PIXELS",
+                         f"{label}: the size of its output cannot be bounded (it follows a link or an image's "
+                         f"aspect the worker cannot know); give sizes as numbers (MAX_PIXELS is set)")
+    if size.total <= limit:
+        return None
+    pixels = int(size.total)
+    if size.width is not None and size.height is not None:
+        what = f"{size.width:g}x{size.height:g}x{size.count:g} = {pixels} pixels"
+    else:
+        what = f"up to {pixels} pixels ({size.count:g} frames)"
+    return Violation(node_id, class_type, "MAX_PIXELS", f"{label}: {what}; the limit is {limit}",
+                     extra={"pixels": pixels})
