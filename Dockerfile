@@ -71,6 +71,12 @@ COPY models.yaml docker/fetch-models.sh /worker/
 RUN --mount=type=secret,id=HF_TOKEN --mount=type=secret,id=CIVITAI_TOKEN \
     /worker/fetch-models.sh /worker/models.yaml /comfyui/models
 
+# ComfyUI and its custom nodes run as an unprivileged user that can write only ComfyUI's input, output, temp
+# and user folders; the worker (root) keeps the secrets, the models and the network volume (docs/security.md).
+RUN useradd --system --create-home --home-dir /home/comfyui --shell /usr/sbin/nologin comfyui \
+    && mkdir -p /comfyui/input /comfyui/output /comfyui/temp /comfyui/user \
+    && chown comfyui:comfyui /comfyui/input /comfyui/output /comfyui/temp /comfyui/user
+
 # tcmalloc: faster, less fragmenting host allocations for large model loads. PYTORCH_CUDA_ALLOC_CONF
 # stays unset on purpose: ComfyUI then picks cudaMallocAsync itself on GPUs that support it. Set before
 # the smoke test so that it runs the worker as `docker run` will.
@@ -80,6 +86,7 @@ ENV LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
     COMFYUI_MODEL_FOLDERS=/comfyui/model_folders.json \
     MODELS_MANIFEST=/worker/models.yaml \
     NETWORK_VOLUME_PATH=/runpod-volume \
+    COMFYUI_USER=comfyui \
     LOG_LEVEL=INFO
 
 # test_input.json: `docker run IMAGE` without RunPod's environment runs it once (the runpod SDK's

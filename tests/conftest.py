@@ -1,9 +1,13 @@
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from .captures import capture
 from comfy_worker_dev.emulator import EmulatorHandle, start_emulator
+
+# Workers the tests start from their own environment still let the emulator read its fault switches.
+os.environ.setdefault("COMFYUI_ENV_PASSTHROUGH", "COMFY_EMULATOR_*")
 
 
 @pytest.fixture

@@ -230,6 +230,20 @@ def test_run_steps_call_our_scripts_only() -> None:
                 assert (REPO / source).exists(), source
 
 
+def test_comfyui_runs_as_an_unprivileged_user_that_writes_only_its_folders() -> None:
+    """The worker stays root (models, volume, secrets); ComfyUI and its custom nodes run as `comfyui`, set
+    before the smoke test so the build itself runs a job that way."""
+    [user_step] = [r for r in re.findall(r"^RUN (.*?)(?<!\\)$", DOCKERFILE, re.MULTILINE | re.DOTALL)
+                   if "useradd" in r]
+    assert re.search(r"useradd --system .*--shell /usr/sbin/nologin comfyui", user_step.replace("\\\n", " "))
+    owned = re.search(r"chown comfyui:comfyui (.+)$", user_step, re.MULTILINE).group(1).split()
+    assert sorted(owned) == ["/comfyui/input", "/comfyui/output", "/comfyui/temp", "/comfyui/user"]
+    assert "-R" not in user_step and "chmod" not in user_step
+    assert re.search(r"^\s+COMFYUI_USER=comfyui \\$", DOCKERFILE, re.MULTILINE)
+    assert DOCKERFILE.index("COMFYUI_USER=comfyui") < DOCKERFILE.index("smoke.sh\n")
+    assert not re.search(r"^USER ", DOCKERFILE, re.MULTILINE), "the worker itself stays root"
+
+
 def test_layer_order_keeps_rebuilds_quick() -> None:
     order = [DOCKERFILE.index(marker) for marker in (
         "install-torch.sh\n", "install-comfyui.sh /comfyui", "pip install -r /worker/requirements.txt",

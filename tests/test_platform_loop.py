@@ -574,7 +574,7 @@ def test_max_concurrency_2_takes_a_batch_then_single_jobs(fleet: dict[str, tuple
     assert api.violations() == []
 
 
-# ---------------------------------------------------------------------- what the worker should do and does not yet
+# ---------------------------------------------------------------------- what ComfyUI's process is given
 
 
 def _comfyui_environment(proc: WorkerProcess) -> set[str]:
@@ -585,12 +585,13 @@ def _comfyui_environment(proc: WorkerProcess) -> set[str]:
     return {item.split(b"=", 1)[0].decode() for item in raw.split(b"\0") if item}
 
 
-@pytest.mark.xfail(strict=True, reason="ComfyUI inherits the worker's whole environment, RUNPOD_AI_API_KEY and "
-                                       "the job API's URLs too (DESIGN: never the worker's RunPod credentials)")
 def test_comfyui_gets_none_of_runpods_variables(worker: WorkerProcess):
+    """RunPod's key and the job API's URLs are the worker's alone (DESIGN): ComfyUI's custom nodes never see
+    them, nor the storage keys the worker was given."""
     names = _comfyui_environment(worker)
     assert "PATH" in names
     assert sorted(n for n in names if n.startswith("RUNPOD_")) == []
+    assert not names & {"BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY", "GDRIVE_CREDENTIALS", "HF_TOKEN"}
 
 
 def test_results_are_not_written_to_the_log(platform: RunPodPlatform, worker: WorkerProcess):

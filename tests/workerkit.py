@@ -52,6 +52,8 @@ def worker_env(tmp_path: Path, *, real: bool = False, **extra: str) -> dict[str,
     else:
         env["COMFYUI_DIR"] = str(make_fake_comfyui_dir(tmp_path / "comfyui"))
         env["COMFYUI_PYTHON"] = sys.executable
+        # The emulator's faults and device travel in its own variables, which ComfyUI's allowlist leaves out.
+        env["COMFYUI_ENV_PASSTHROUGH"] = "COMFY_EMULATOR_*"
     env.update(extra)
     return env
 

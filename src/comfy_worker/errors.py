@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from . import redaction
+
 
 class ErrorCode(str, Enum):
     INVALID_INPUT = "INVALID_INPUT"
@@ -69,7 +71,7 @@ CATALOGUE: dict[ErrorCode, CodeInfo] = {
         "Nothing; submit again if the cancel was a mistake."),
     ErrorCode.COMFYUI_UNAVAILABLE: CodeInfo(
         True, "ComfyUI did not start, stopped answering or exited during the job.",
-        "Retry; the worker restarts ComfyUI. `details.log_tail` shows ComfyUI's last log lines."),
+        "Retry; the worker restarts ComfyUI. ComfyUI's last log lines are in the worker's logs, under the job's id."),
     ErrorCode.UPLOAD_FAILED: CodeInfo(
         True, "Outputs could not be delivered to the chosen storage.",
         "Check the storage credentials and bucket; `details.failed` lists the outputs not delivered."),
@@ -103,11 +105,13 @@ class WorkerError(Exception):
         return CATALOGUE[self.code].retryable if self._retryable is None else self._retryable
 
     def payload(self, job_id: str | None = None, timings: dict[str, float] | None = None) -> dict[str, Any]:
+        # Messages quote ComfyUI, storage and download errors: they leave scrubbed of secrets, paths and
+        # other jobs' folders.
         payload: dict[str, Any] = {
             "code": self.code.value,
-            "message": self.message,
+            "message": redaction.scrub_text(self.message, secrets := redaction.secret_values()),
             "retryable": self.retryable,
-            "details": self.details,
+            "details": redaction.for_caller(self.details, secrets),
         }
         if job_id is not None:
             payload["job_id"] = job_id

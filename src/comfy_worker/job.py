@@ -18,7 +18,7 @@ from typing import Any
 from . import results
 from .comfy import ComfyConnection, JobFiles, PromptOutcome
 from .comfy.failures import out_of_memory_again
-from .delivery import DeliveryContext, deliver_outputs
+from .delivery import DeliveryContext, check_delivery_options, deliver_outputs
 from .errors import ErrorCode, WorkerError
 from .logs import current_job
 from .media.outputs import Collected, collect_outputs
@@ -26,6 +26,7 @@ from .media.staging import StagingPlan, check_images, stage
 from .prepare import prepare
 from .progress import BatchProgress, ProgressTracker, Sender
 from .schema import JobInput, S3Config, parse_job_input, parse_s3_config
+from .redaction import JOBS_SUBFOLDER
 from .settings import Settings
 from .storage.s3 import s3_target
 from .timings import Timings
@@ -33,7 +34,6 @@ from .workflow import ResolvedWorkflow
 
 log = logging.getLogger("comfy_worker.job")
 
-JOBS_SUBFOLDER = "worker-jobs"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -108,9 +108,13 @@ class Job:
         """The request, checked whole; the job's time limit is the request's (capped) or the operator's."""
         with self.timings.stage("parse"):
             self.request = parse_job_input(self.raw.get("input"), max_depth=self.settings.max_input_depth,
-                                           max_nodes=self.settings.max_workflow_nodes)
+                                           max_nodes=self.settings.max_workflow_nodes,
+                                           max_bytes=self.settings.max_request_bytes,
+                                           max_text=self.settings.max_text_chars,
+                                           max_workflow=self.settings.max_workflow_bytes)
             self.s3_config = parse_s3_config(self.raw.get("s3Config"))
             check_images(self.request.images, max_count=self.settings.max_input_images)
+            check_delivery_options(self.request.output_config, self.s3_config, self.settings)
         timeout = self.request.execution_config.timeout or self.settings.job_timeout
         ceiling = self.settings.job_timeout_max
         if timeout and ceiling and timeout > ceiling:

@@ -35,9 +35,14 @@ def prepare(request: JobInput, comfy: ComfyConnection, settings: Settings, *, fo
             built.append(err)
     good = [r for r in built if isinstance(r, ResolvedWorkflow)]
     plan = None if config.dry_run else _finalize(good, request, comfy, folder, token)
+    if plan is not None and len(plan.requests) > settings.max_input_images:
+        # Every file staged counts, from `images`, from `inputs` and from every input set of a batch.
+        raise invalid_input("inputs", f"{len(plan.requests)} media inputs, limit {settings.max_input_images}",
+                            message=f"the job stages {len(plan.requests)} media inputs (images and media in "
+                            f"inputs, all batch items); the limit is {settings.max_input_images} (MAX_INPUT_IMAGES)")
     staged = [r.reference for r in plan.requests] if plan else [image.name for image in request.images]
     if good:
-        _check(good, catalogue, comfy, settings, staged, fetch=not config.dry_run, timings=timings)
+        _check(good, catalogue, comfy, settings, staged, fetch=not config.dry_run, timings=timings, folder=folder)
     if config.dry_run and len(good) == len(built):
         return good, None  # a dry run's answer is the report, problems included
     return for_each_item(built, _checked), plan
@@ -45,18 +50,19 @@ def prepare(request: JobInput, comfy: ComfyConnection, settings: Settings, *, fo
 
 def _finalize(built: list[ResolvedWorkflow], request: JobInput, comfy: ComfyConnection, folder: str,
               token: str) -> StagingPlan:
-    outputs = comfy.output_classes()
+    catalogue = comfy.catalogue()
     plan = plan_staging(request.images, [r.graph for r in built], [r.media for r in built], folder)
     for resolved, graph in zip(built, plan.graphs):
-        resolved.graph = isolate_outputs(graph, folder, token, outputs)
+        resolved.graph = isolate_outputs(graph, folder, token, catalogue)
         resolved.media = []  # staged under the names the graph now holds
     return plan
 
 
 def _check(built: list[ResolvedWorkflow], catalogue: dict[str, Any], comfy: ComfyConnection, settings: Settings,
-           staged: list[str], *, fetch: bool, timings: Timings) -> None:
+           staged: list[str], *, fetch: bool, timings: Timings, folder: str) -> None:
+    policy = Policy.from_settings(settings, job_folder=folder)
     for attempt in range(2):
-        reports = [check_workflow(r, catalogue, models=comfy.model_lists(), policy=Policy.from_settings(settings),
+        reports = [check_workflow(r, catalogue, models=comfy.model_lists(), policy=policy,
                                   input_files=comfy.input_files(), staged_files=staged) for r in built]
         missing = [m for report in reports if report.only_missing_models for m in report.missing_models]
         entries = on_demand_entries(missing, settings) if fetch and attempt == 0 else None

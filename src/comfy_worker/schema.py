@@ -292,8 +292,46 @@ def _too_deep(value: Any, limit: int) -> bool:
     return False
 
 
-def check_input_shape(raw: Any, *, max_depth: int, max_nodes: int) -> None:
-    """Limits on the raw input's structure, before any model or graph code walks it."""
+def _largest_texts(value: Any) -> tuple[int, int]:
+    """(total characters of every string and key, the longest string), counted without recursion."""
+    total = longest = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+            longest = max(longest, len(item))
+        elif isinstance(item, dict):
+            total += sum(len(k) for k in item if isinstance(k, str))
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        else:
+            total += 8
+    return total, longest
+
+
+def check_input_shape(raw: Any, *, max_depth: int, max_nodes: int, max_bytes: int | None = None,
+                      max_text: int | None = None, max_workflow: int | None = None) -> None:
+    """Limits on the raw input's structure and size, before any model or graph code walks it: a request must
+    not buy unbounded CPU in the parsing, conversion or checks that follow."""
+    if max_bytes is not None:
+        size, _ = _largest_texts(raw)
+        if size > max_bytes:
+            raise invalid_input("input", f"about {size} bytes, limit {max_bytes}",
+                                message=f"job input is about {size} bytes, over the limit of {max_bytes} "
+                                "(MAX_REQUEST_BYTES); send large media as URLs")
+    workflow_part = raw.get("workflow") if isinstance(raw, dict) else None
+    if workflow_part is not None and (max_text is not None or max_workflow is not None):
+        size, longest = _largest_texts(workflow_part)
+        if max_workflow is not None and size > max_workflow:
+            raise invalid_input("workflow", f"about {size} bytes, limit {max_workflow}",
+                                message=f"workflow: about {size} bytes, over the limit of {max_workflow} "
+                                "(MAX_WORKFLOW_BYTES)")
+        if max_text is not None and longest > max_text:
+            raise invalid_input("workflow", f"a text of {longest} characters, limit {max_text}",
+                                message=f"workflow: a text value has {longest} characters, over the limit of "
+                                f"{max_text} (MAX_TEXT_CHARS)")
     if _too_deep(raw, max_depth):
         raise invalid_input("input", f"nesting deeper than {max_depth}", message=f"job input is nested deeper than {max_depth} levels")
     workflow = raw.get("workflow") if isinstance(raw, dict) else None
@@ -305,11 +343,13 @@ def check_input_shape(raw: Any, *, max_depth: int, max_nodes: int) -> None:
         raise invalid_input("workflow", f"{count} nodes, limit {max_nodes}", message=f"workflow: {count} nodes, more than the limit of {max_nodes}")
 
 
-def parse_job_input(raw: Any, *, max_depth: int = 64, max_nodes: int = 5000) -> JobInput:
+def parse_job_input(raw: Any, *, max_depth: int = 64, max_nodes: int = 5000, max_bytes: int | None = None,
+                    max_text: int | None = None, max_workflow: int | None = None) -> JobInput:
     """Validate ``job["input"]``; every problem is reported with the field it belongs to."""
     if not isinstance(raw, dict):
         raise invalid_input("input", f"got {type(raw).__name__}", message="job input must be a JSON object")
-    check_input_shape(raw, max_depth=max_depth, max_nodes=max_nodes)
+    check_input_shape(raw, max_depth=max_depth, max_nodes=max_nodes, max_bytes=max_bytes, max_text=max_text,
+                      max_workflow=max_workflow)
     try:
         return JobInput.model_validate(raw)
     except ValidationError as exc:

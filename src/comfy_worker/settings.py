@@ -51,6 +51,13 @@ class Settings(BaseModel):
                                               "between restarts of a ComfyUI that keeps dying.", 30.0, gt=0)
     comfyui_log_lines: int = _env("COMFYUI_LOG_LINES", "Lines of ComfyUI's log kept for error reports.", 200,
                                   ge=10)
+    comfyui_user: str | None = _env("COMFYUI_USER", "Unprivileged user (name or uid) ComfyUI and its custom nodes "
+                                    "run as; needs a worker running as root (the image sets `comfyui`). Unset: "
+                                    "the worker's own user.")
+    comfyui_env_passthrough: str = _env("COMFYUI_ENV_PASSTHROUGH", "Comma-separated environment variables ComfyUI "
+                                        "may see beyond its allowlist (Python, locale, CUDA/ROCm, torch); a "
+                                        "trailing `*` matches a prefix. No secret of the worker's reaches ComfyUI "
+                                        "unless named here.", "")
 
     # --- Talking to ComfyUI ----------------------------------------------------------------------
     http_timeout: float = _env("COMFY_HTTP_TIMEOUT", "Timeout in seconds of each HTTP call to ComfyUI.",
@@ -61,11 +68,19 @@ class Settings(BaseModel):
                                         "after which the job checks `/history` itself.", 5.0, gt=0)
 
     # --- Job input limits ------------------------------------------------------------------------
-    max_input_images: int = _env("MAX_INPUT_IMAGES", "Most entries accepted in `images`.", 64, ge=0)
+    max_input_images: int = _env("MAX_INPUT_IMAGES", "Most media files one job stages: `images` entries and media "
+                                 "given in `inputs`, over all the items of a batch.", 64, ge=0)
     max_input_image_bytes: int = _env("MAX_INPUT_IMAGE_BYTES", "Largest decoded size of one input image, in "
                                       "bytes.", 50 * 1024 * 1024, ge=1)
     max_input_depth: int = _env("MAX_INPUT_DEPTH", "Deepest nesting of lists and objects accepted in the job "
                                 "input.", 64, ge=8)
+    max_request_bytes: int = _env("MAX_REQUEST_BYTES", "Largest job input, in bytes of text (media included), "
+                                  "accepted at all. RunPod's own limits are 10 MB (/run) and 20 MB (/runsync).",
+                                  64 * 1024 * 1024, ge=1024)
+    max_workflow_bytes: int = _env("MAX_WORKFLOW_BYTES", "Largest workflow, in bytes of text, accepted (its "
+                                   "conversion and checks take time in proportion).", 8 * 1024 * 1024, ge=1024)
+    max_text_chars: int = _env("MAX_TEXT_CHARS", "Longest text value (a prompt, a widget) accepted inside a "
+                               "workflow.", 256 * 1024, ge=1024)
     max_workflow_nodes: int = _env("MAX_WORKFLOW_NODES", "Most nodes (API format) or UI nodes accepted in one "
                                    "workflow before any processing.", 5000, ge=1)
     max_input_pixels: int = _env("MAX_INPUT_PIXELS", "Largest input image, in pixels (width x height from its "
@@ -247,7 +262,15 @@ class Settings(BaseModel):
         "BUCKET_ADDRESSING_STYLE", "S3 addressing style: `path`, `virtual` or `auto`.", "path")
     bucket_key_template: str = _env("BUCKET_KEY_TEMPLATE", "Object key template (see docs/delivery.md).",
                                     "{job_id}/{filename}")
-    bucket_path_prefix: str = _env("BUCKET_PATH_PREFIX", "Prefix put before every object key.", "")
+    bucket_path_prefix: str = _env("BUCKET_PATH_PREFIX", "Prefix put before every object key written with the "
+                                   "worker's credentials; a request's `output_config.storage.path` is a folder "
+                                   "inside it.", "")
+    bucket_allowed_buckets: str = _env("BUCKET_ALLOWED_BUCKETS", "Comma-separated buckets besides BUCKET_NAME that "
+                                       "a request may choose (`output_config.storage.bucket`) while the worker's "
+                                       "credentials are used.", "")
+    bucket_input_prefixes: str = _env("BUCKET_INPUT_PREFIXES", "Comma-separated `bucket` or `bucket/prefix` under "
+                                      "which `s3://` inputs are read with the worker's credentials. Empty: "
+                                      "`s3://` inputs need the request's own `s3Config`.", "")
     bucket_public_url: str | None = _env("BUCKET_PUBLIC_URL", "Base URL of a public bucket; when set, results "
                                          "carry `<base>/<key>` instead of presigned URLs.")
     bucket_url_expiry: int = _env("BUCKET_URL_EXPIRY", "Lifetime of presigned URLs in seconds.", 86400,
@@ -269,6 +292,12 @@ class Settings(BaseModel):
                                         "outputs.")
     gdrive_share_anyone: bool = _env("GDRIVE_SHARE_ANYONE", "Share uploaded files with anyone who has the "
                                      "link.", False)
+    gdrive_allow_caller_folder: bool = _env("GDRIVE_ALLOW_CALLER_FOLDER", "Let a request choose another Drive "
+                                            "folder (`output_config.storage.folder_id`) the service account can "
+                                            "write to.", False)
+    gdrive_allow_caller_share: bool = _env("GDRIVE_ALLOW_CALLER_SHARE", "Let a request share its files with anyone "
+                                           "who has the link (`output_config.storage.share: true`); a request may "
+                                           "always turn sharing off.", False)
     gdrive_chunk_size: int = _env("GDRIVE_CHUNK_SIZE", "Chunk size in bytes of resumable Drive uploads "
                                   "(a multiple of 256 KiB).", 8 * 1024 * 1024, ge=256 * 1024)
     gdrive_api_endpoint: str | None = _env("GDRIVE_API_ENDPOINT", "Drive API base URL override (private "

@@ -50,7 +50,8 @@ def test_small_and_large_outputs_are_uploaded_with_links(drive):
     server, info, cert = drive
     small = png(16, 16)
     large = os.urandom(1024 * 1024 + 17)
-    delivery = _delivery(server, info, cert, gdrive_chunk_size=256 * 1024,
+    # A request may ask for sharing where the operator allows it (GDRIVE_ALLOW_CALLER_SHARE).
+    delivery = _delivery(server, info, cert, gdrive_chunk_size=256 * 1024, gdrive_allow_caller_share=True,
                          storage=StorageConfig(provider="gdrive", share=True))
     entries = delivery.deliver(ctx(), [output("a.png", small), output("v.mp4", large, key="video"),
                                        text_output("caption")])
@@ -142,7 +143,7 @@ def test_router_picks_gdrive_on_request(drive, monkeypatch):
     monkeypatch.setattr("comfy_worker.delivery.gdrive.build_drive.__kwdefaults__", {"ca_certs": cert})
     result = deliver_outputs(ctx(), [output("a.png", png())],
                              OutputConfig(storage=StorageConfig(provider="gdrive", folder_id="other")), None,
-                             _settings(server, info))
+                             _settings(server, info, gdrive_allow_caller_folder=True))
     entry = result.entries[0]
     assert result.provider == "gdrive" and server.state.files[entry.file_id].parents == ["other"]
     assert result.images[0].type == "s3_url" and result.images[0].data == entry.url

@@ -222,13 +222,16 @@ def test_connection_is_pinned_to_the_checked_address_with_tls_name_checks(tmp_pa
 
 
 def test_s3_input_is_read_with_configured_credentials(s3):
+    """Under a prefix the operator allows (BUCKET_INPUT_PREFIXES); tests/delivery/test_storage_scope.py has
+    the refusals."""
     s3.client().put_object(Bucket="second", Key="in/cat.png", Body=PNG)
-    target = s3_target(s3.settings(), None, require_bucket=False)
-    media = resolve_input("s3://second/in/cat.png", field="images[0].image", settings=s3.settings(),
+    settings = s3.settings(bucket_input_prefixes="second/in")
+    target = s3_target(settings, None, require_bucket=False)
+    media = resolve_input("s3://second/in/cat.png", field="images[0].image", settings=settings,
                           s3_defaults=target)
     assert media.data == PNG and media.source == "s3"
     with pytest.raises(WorkerError) as caught:
-        resolve_input("s3://second/in/missing.png", field="images[1].image", settings=s3.settings(),
+        resolve_input("s3://second/in/missing.png", field="images[1].image", settings=settings,
                       s3_defaults=target)
     assert caught.value.code is ErrorCode.INPUT_FETCH_FAILED
     assert "s3://second/in/missing.png" in caught.value.message

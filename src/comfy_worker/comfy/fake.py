@@ -56,7 +56,7 @@ class FakeComfy(ComfyConnection):
     async def ready(self) -> None:
         if self.down:
             raise WorkerError(ErrorCode.COMFYUI_UNAVAILABLE, "ComfyUI is not available: no answer (fake)",
-                              {"log_tail": []})
+                              {})
 
     def is_alive(self) -> bool:
         return not self.down

@@ -11,7 +11,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -111,7 +111,11 @@ class HttpComfy(ComfyConnection):
             raise self.unavailable("could not open ComfyUI's websocket")
 
     def unavailable(self, reason: str, **details: object) -> WorkerError:
-        return WorkerError(ErrorCode.COMFYUI_UNAVAILABLE, reason, {**details, "log_tail": self.log_tail(30)})
+        # ComfyUI's log is shared by every job it ran: its tail goes to the operator's logs, not to a caller.
+        tail = [line for line in self.log_tail(30) if line.strip()]
+        if tail:
+            log.error("%s; ComfyUI's last %d log lines:\n%s", reason, len(tail), "\n".join(tail))
+        return WorkerError(ErrorCode.COMFYUI_UNAVAILABLE, reason, dict(details))
 
     # --- what ComfyUI knows --------------------------------------------------------------------------
     def catalogue(self) -> dict[str, Any]:
@@ -276,8 +280,10 @@ class HttpComfy(ComfyConnection):
         if not self.local_files:
             return
         for sub in files.subfolders:
-            for kind in ("input", "output"):
-                shutil.rmtree(self.folders[kind] / sub, ignore_errors=True)
+            # ComfyUI's datasets folder too: the dataset savers write there (under the job's subfolder).
+            roots = [*self.folders.values(), self.settings.comfyui_dir / "datasets"]
+            for folder in job_folders(roots, sub):
+                shutil.rmtree(folder, ignore_errors=True)
         for ref in files.temp_files:
             with contextlib.suppress(ValueError, KeyError, OSError):
                 self.local_path(ref).unlink(missing_ok=True)
@@ -445,3 +451,14 @@ class _HttpWatch(PromptWatch):
 
     def close(self) -> None:
         self.comfy.events.unsubscribe(self.prompt_id)
+
+
+def job_folders(roots: Iterable[Path], sub: str) -> list[Path]:
+    """Every folder a job's files can be in: its subfolder of ComfyUI's input, output and temp folders, and
+    the same subfolder under a node's own folder there (output/3d/<sub>, output/loras/<sub>, a dataset
+    saver's folder), since every path a job's output nodes write to starts with the job's subfolder."""
+    found: list[Path] = []
+    for root in roots:
+        for pattern in (sub, f"*/{sub}", f"*/*/{sub}"):
+            found.extend(path for path in root.glob(pattern) if path.is_dir() and not path.is_symlink())
+    return found

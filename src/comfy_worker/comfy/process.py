@@ -17,6 +17,7 @@ from pathlib import Path
 import requests
 
 from ..settings import Settings
+from .isolation import comfyui_environment, comfyui_identity, passthrough_patterns
 
 log = logging.getLogger("comfy_worker.comfy.process")
 comfy_log = logging.getLogger("comfyui")
@@ -119,11 +120,16 @@ class ComfyProcess:
             msg = f"ComfyUI not found: {main_py} does not exist (set COMFYUI_DIR)"
             self._log.append(msg)
             raise FileNotFoundError(msg)
+        identity = comfyui_identity(self.settings.comfyui_user)
         for folder in (self.settings.input_dir, self.settings.output_dir):
             Path(folder).mkdir(parents=True, exist_ok=True)
+        if identity is not None:
+            # The folders ComfyUI writes (its user folder holds settings and its database); nothing else.
+            for folder in (self.settings.input_dir, self.settings.output_dir, self.settings.temp_dir,
+                           self.settings.comfyui_dir / "user"):
+                identity.own(Path(folder))
         cmd = comfyui_command(self.settings, self.extra_args)
-        env = dict(os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        env = comfyui_environment(os.environ, passthrough_patterns(self.settings.comfyui_env_passthrough), identity)
         with self._lock:
             self._ready.clear()
             self._verdict.clear()
@@ -133,7 +139,7 @@ class ComfyProcess:
             self._proc = subprocess.Popen(
                 cmd, cwd=str(self.settings.comfyui_dir), env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_die_with_parent)
+                preexec_fn=_die_with_parent, **(identity.popen_args() if identity else {}))
             proc = self._proc
         threading.Thread(target=self._pump_log, args=(proc,), name="comfyui-log", daemon=True).start()
 

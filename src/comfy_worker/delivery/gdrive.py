@@ -28,6 +28,7 @@ from ..errors import ErrorCode, WorkerError
 from ..media.outputs import ProducedOutput
 from ..schema import OutputEntry, StorageConfig
 from ..settings import Settings
+from ..storage.scope import check_drive_scope
 from .base import DeliveryContext, DeliveryProvider, describe
 from .keys import render_keys
 
@@ -102,6 +103,7 @@ class GDriveDelivery(DeliveryProvider):
         self._backoff_base = backoff_base
 
     def deliver(self, ctx: DeliveryContext, outputs: list[ProducedOutput]) -> list[OutputEntry]:
+        check_drive_scope(self.storage, self.settings)
         template = self.storage.key_template or "{filename}"
         names = [n.replace("/", "_") for n in render_keys(template, "", ctx, outputs,
                                                           field="output_config.storage.key_template")]

@@ -11,10 +11,12 @@ from ..media.encode import is_animated, reencode, strip_png_text
 from ..media.outputs import ProducedOutput
 from ..schema import CompatImage, OutputConfig, OutputEntry, S3Config
 from ..settings import Settings
-from ..storage.s3 import s3_target
+from ..storage.s3 import check_request_addressing, s3_target
+from ..storage.scope import check_drive_scope, check_output_scope
 from .base import DeliveryContext, DeliveryProvider
 from .gdrive import GDriveDelivery, gdrive_configured
 from .inline import InlineDelivery
+from .keys import validate_template
 from .s3 import S3Delivery
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,17 @@ class DeliveryResult:
     images: list[CompatImage]
     warnings: list[str] = field(default_factory=list)
     provider: str = "inline"
+
+
+def check_delivery_options(config: OutputConfig, s3_config: S3Config | None, settings: Settings) -> None:
+    """Storage options checked when the job arrives, so a refused key, bucket or folder costs no GPU time."""
+    storage = config.storage
+    if storage.key_template:
+        validate_template(storage.key_template, "output_config.storage.key_template")
+    check_output_scope(storage, settings, own_credentials=s3_config is not None)
+    check_request_addressing(storage, s3_config)
+    if storage.folder_id or storage.share:
+        check_drive_scope(storage, settings)
 
 
 def deliver_outputs(ctx: DeliveryContext, outputs: list[ProducedOutput], config: OutputConfig,

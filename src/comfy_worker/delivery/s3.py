@@ -27,8 +27,9 @@ from ..media.outputs import ProducedOutput
 from ..schema import OutputEntry, StorageConfig
 from ..settings import Settings
 from ..storage.s3 import S3Target, client_for, error_reason, is_transient
+from ..storage.scope import check_output_scope, output_prefix
 from .base import DeliveryContext, DeliveryProvider, describe
-from .keys import render_keys
+from .keys import render_keys, validate_template
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,10 @@ class S3Delivery(DeliveryProvider):
         template = self.storage.key_template or self.settings.bucket_key_template
         field_name = ("output_config.storage.key_template" if self.storage.key_template
                       else "BUCKET_KEY_TEMPLATE")
-        prefix = self.storage.path if self.storage.path is not None else self.settings.bucket_path_prefix
+        own = self.target.from_request
+        validate_template(template, field_name)
+        check_output_scope(self.storage, self.settings, own_credentials=own)
+        prefix = output_prefix(self.storage, self.settings, own_credentials=own)
         return render_keys(template, prefix, ctx, outputs, field=field_name)
 
     def deliver(self, ctx: DeliveryContext, outputs: list[ProducedOutput]) -> list[OutputEntry]:

@@ -20,6 +20,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..errors import ErrorCode, WorkerError, invalid_input
 from ..settings import Settings
 from ..storage.s3 import S3Target, client_for, error_reason
+from ..storage.scope import check_input_scope
+from ..storage import urlsafety
 from ..storage.urlsafety import TooLarge, UrlPolicy, UrlRefused, display_url, fetch_url
 from .sniff import sniff
 
@@ -120,7 +122,7 @@ def _from_data_uri(text: str, field: str, limit: int) -> bytes:
 
 
 def _from_url(url: str, field: str, settings: Settings, limit: int, policy: UrlPolicy | None) -> bytes:
-    policy = policy or UrlPolicy(allow_private=settings.allow_private_urls, allow_http=settings.allow_http_urls)
+    policy = policy or urlsafety.url_policy(settings)
     shown = display_url(url)
     try:
         fetched = fetch_url(url, policy, max_bytes=limit, timeout=settings.input_fetch_timeout,
@@ -143,6 +145,7 @@ def _from_s3(url: str, field: str, settings: Settings, target: S3Target | None, 
     if target is None:
         raise _fetch_failed(field, f"s3://{bucket}/{key}", "no S3 credentials are configured "
                                                            "(BUCKET_* variables or s3Config)")
+    check_input_scope(bucket, key, settings, field, own_credentials=target.from_request)
     client = client_for(target, settings)
     try:
         head = client.head_object(Bucket=bucket, Key=key)
@@ -151,7 +154,13 @@ def _from_s3(url: str, field: str, settings: Settings, target: S3Target | None, 
         body = client.get_object(Bucket=bucket, Key=key)["Body"]
         data = body.read(limit + 1)
         body.close()
-    except (ClientError, BotoCoreError) as exc:
+    except ClientError as exc:
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        # Missing and forbidden read the same: an answer must not tell which objects or buckets exist.
+        reason = ("it does not exist or cannot be read with these credentials" if status in {301, 400, 403, 404}
+                  else error_reason(exc, target.secrets()))
+        raise _fetch_failed(field, f"s3://{bucket}/{key}", reason) from None
+    except BotoCoreError as exc:
         raise _fetch_failed(field, f"s3://{bucket}/{key}", error_reason(exc, target.secrets())) from None
     if len(data) > limit:
         raise _invalid(field, f"is more than {limit} bytes")

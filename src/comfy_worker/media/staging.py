@@ -106,18 +106,26 @@ def check_images(images: list[InputImage], *, max_count: int) -> None:
         seen.add(item.name)
 
 
-def check_pixels(data: bytes, field: str, limit: int) -> None:
+def check_pixels(data: bytes, field: str, limit: int, total_limit: int | None = None) -> None:
     """Refuse an image whose header announces more pixels than allowed (a decompression bomb is small on
-    the wire and huge once ComfyUI decodes it). Only the header is read."""
+    the wire and huge once ComfyUI decodes it), per frame and, for animations (ComfyUI's loaders read every
+    frame), over all its frames. Only headers are read."""
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
+            frames = getattr(img, "n_frames", 1) if width * height <= limit else 1
     except Image.DecompressionBombError as exc:
-        raise invalid_input(field, f"more than {limit} pixels", message=f"{field}: image is larger than the limit of {limit} pixels " f"({exc})") from None
+        raise invalid_input(field, f"more than {limit} pixels",
+                            message=f"{field}: image is larger than the limit of {limit} pixels ({exc})") from None
     except (OSError, ValueError):
         return  # not an image Pillow can size; ComfyUI's loader judges it
     if width * height > limit:
-        raise invalid_input(field, f"{width}x{height} pixels, limit {limit}", message=f"{field}: image of {width}x{height} pixels is larger than the " f"limit of {limit} pixels")
+        raise invalid_input(field, f"{width}x{height} pixels, limit {limit}",
+                            message=f"{field}: image of {width}x{height} pixels is larger than the limit of {limit} pixels")
+    if total_limit is not None and width * height * frames > total_limit:
+        raise invalid_input(field, f"{frames} frames of {width}x{height} pixels, limit {total_limit}",
+                            message=f"{field}: {frames} frames of {width}x{height} pixels are more than the limit "
+                            f"of {total_limit} pixels (MAX_PIXELS)")
 
 
 def fetch_media(requests_: list[MediaRequest], *, settings: Settings, s3_defaults: S3Target | None,
@@ -135,6 +143,6 @@ def fetch_media(requests_: list[MediaRequest], *, settings: Settings, s3_default
                               slot=req.slot, max_bytes=left)
         used += len(media.data)
         if media.mime.startswith("image/"):
-            check_pixels(media.data, req.field, pixel_limit)
+            check_pixels(media.data, req.field, pixel_limit, settings.max_pixels)
         files.append(media.data)
     return files

@@ -36,6 +36,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from .. import redaction
 from ..errors import ErrorCode, WorkerError
 from .manifest import ModelEntry
 
@@ -130,8 +131,9 @@ def ensure_models(entries: Sequence[ModelEntry], models_root: Path, *,
             try:
                 results.append(future.result())
             except _EntryFailed as exc:
-                log.error("model %s failed: %s", entry.label, exc)
-                failures.append(EntryFailure(entry.label, _redact(entry.url), str(exc)))
+                reason = _without_secrets(str(exc), entry, environ)
+                log.error("model %s failed: %s", entry.label, reason)
+                failures.append(EntryFailure(entry.label, _redact(entry.url), reason))
     if failures:
         raise DownloadError(failures)
     return results
@@ -224,7 +226,8 @@ def _download(entry: ModelEntry, part: Path, options: DownloadOptions, environ: 
                                        retryable=False) from None
                 reason = f"connection problem: {exc}"
             pause = min(options.retry_backoff * (2 ** attempt), 30.0)
-            log.warning("model %s: %s; resuming in %.1f s (attempt %d of %d)", entry.label, reason, pause,
+            log.warning("model %s: %s; resuming in %.1f s (attempt %d of %d)", entry.label,
+                        _without_secrets(reason, entry, environ), pause,
                         attempt + 2, options.retries + 1)
             time.sleep(pause)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -414,6 +417,13 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
     return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def _without_secrets(text: str, entry: ModelEntry, environ: Mapping[str, str]) -> str:
+    """A failure's text with the entry's token and any URL's query or credentials removed: HTTP libraries
+    quote the whole URL (``?token=...``) in their messages."""
+    secrets = [_token_for(entry, environ) or "", urlsplit(entry.url).query]
+    return redaction.scrub_text(text, [value for value in secrets if len(value) >= 4])
 
 
 def _redact(url: str) -> str:

@@ -20,7 +20,9 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from ..errors import invalid_input
 from ..schema import S3Config, StorageConfig
 from ..settings import Settings
-from .urlsafety import UrlPolicy, UrlRefused, check_endpoint
+from . import urlsafety
+from .pinning import pin_client
+from .urlsafety import Target, UrlRefused, check_endpoint
 
 _TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable",
                     "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
@@ -39,6 +41,8 @@ class S3Target:
     access_key: str | None = field(default=None, repr=False)
     secret_key: str | None = field(default=None, repr=False)
     from_request: bool = False
+    # A request's own endpoint: the address it was checked at, the only one its client connects to.
+    pin: Target | None = field(default=None, repr=False)
 
     def secrets(self) -> list[str]:
         return [s for s in (self.access_key, self.secret_key) if s]
@@ -54,21 +58,25 @@ def s3_target(settings: Settings, s3_config: S3Config | None, storage: StorageCo
     storage = storage or StorageConfig()
     if s3_config is not None:
         endpoint = s3_config.endpointUrl or None
+        pin = None
+        addressing = storage.addressing_style or settings.bucket_addressing_style
         if endpoint is not None:
-            # The request chooses where the worker connects: the same rule as for input URLs.
+            # The request chooses where the worker connects: the same rule as for input URLs, and the client
+            # is held to the checked address. Virtual-hosted style would connect to `<bucket>.<host>`, a
+            # name nobody checked: a request's endpoint is reached path-style.
             try:
-                check_endpoint(endpoint, UrlPolicy(allow_private=settings.allow_private_urls,
-                                                   allow_http=settings.allow_http_urls))
+                pin = check_endpoint(endpoint, urlsafety.url_policy(settings))
             except UrlRefused as exc:
                 raise invalid_input("s3Config.endpointUrl", str(exc)) from None
+            check_request_addressing(storage, s3_config)
+            addressing = "path"
         bucket = storage.bucket or s3_config.bucketName or settings.bucket_name
         if not bucket and require_bucket:
             raise invalid_input("s3Config.bucketName", "no bucket: set s3Config.bucketName or "
                                 "output_config.storage.bucket")
         return S3Target(bucket=bucket or "", region=storage.region or _region(endpoint, settings),
-                        addressing_style=storage.addressing_style or settings.bucket_addressing_style,
-                        endpoint_url=endpoint, access_key=s3_config.accessId,
-                        secret_key=s3_config.accessSecret, from_request=True)
+                        addressing_style=addressing, endpoint_url=endpoint, access_key=s3_config.accessId,
+                        secret_key=s3_config.accessSecret, from_request=True, pin=pin)
     access = settings.bucket_access_key_id.get_secret_value() if settings.bucket_access_key_id else None
     secret = settings.bucket_secret_access_key.get_secret_value() if settings.bucket_secret_access_key else None
     if not (access and secret) and not settings.bucket_endpoint_url:
@@ -80,6 +88,16 @@ def s3_target(settings: Settings, s3_config: S3Config | None, storage: StorageCo
     return S3Target(bucket=bucket or "", region=storage.region or _region(settings.bucket_endpoint_url, settings),
                     addressing_style=storage.addressing_style or settings.bucket_addressing_style,
                     endpoint_url=settings.bucket_endpoint_url, access_key=access, secret_key=secret)
+
+
+def check_request_addressing(storage: StorageConfig, s3_config: S3Config | None) -> None:
+    """A request's own endpoint is reached path-style: virtual-hosted style connects to `<bucket>.<host>`, a
+    name nobody checked."""
+    if s3_config is not None and s3_config.endpointUrl and storage.addressing_style == "virtual":
+        raise invalid_input("output_config.storage.addressing_style", "'virtual' with a request's endpoint",
+                            message="output_config.storage.addressing_style: a request's own endpointUrl is "
+                            "reached path-style only (the worker connects to the host it checked, never "
+                            "to <bucket>.<host>)")
 
 
 def _region(endpoint: str | None, settings: Settings) -> str:
@@ -103,9 +121,13 @@ def build_client(target: S3Target, settings: Settings) -> Any:
         max_pool_connections=settings.upload_concurrency * settings.upload_part_concurrency + 4,
     )
     with _clients_lock:  # a boto3 session is not safe to build clients from on several threads at once
-        return _session().client("s3", endpoint_url=target.endpoint_url, region_name=target.region,
-                                 aws_access_key_id=target.access_key, aws_secret_access_key=target.secret_key,
-                                 config=config)
+        client = _session().client("s3", endpoint_url=target.endpoint_url, region_name=target.region,
+                                   aws_access_key_id=target.access_key, aws_secret_access_key=target.secret_key,
+                                   config=config)
+    if target.pin is not None:
+        pin_client(client, target.pin, timeout=(config.connect_timeout, config.read_timeout),
+                   max_pool_connections=config.max_pool_connections)
+    return client
 
 
 # Building an S3 client reads and parses botocore's service model: about 0.1 s of CPU, more than uploading
@@ -125,7 +147,8 @@ def _session() -> boto3.session.Session:
 
 def client_for(target: S3Target, settings: Settings) -> Any:
     """The S3 client for `target`, shared with the jobs before and after this one."""
-    key = (target.endpoint_url, target.region, target.addressing_style, target.access_key, target.secret_key,
+    key = (target.endpoint_url, target.pin, target.region, target.addressing_style, target.access_key,
+           target.secret_key,
            settings.upload_timeout, settings.upload_concurrency, settings.upload_part_concurrency)
     with _clients_lock:
         client = _clients.get(key)

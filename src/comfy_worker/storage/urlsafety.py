@@ -100,6 +100,14 @@ class UrlPolicy:
     treat_as_public: Callable[[str, IPAddress], bool] | None = None
 
 
+def url_policy(settings: object) -> UrlPolicy:
+    """The policy for every connection a request chooses (input URLs, a request's S3 endpoint), from the
+    operator's ALLOW_PRIVATE_URLS and ALLOW_HTTP_URLS. Callers reach it through this module, so that tests can
+    give it a resolver that maps test names to loopback."""
+    return UrlPolicy(allow_private=bool(getattr(settings, "allow_private_urls", False)),
+                     allow_http=bool(getattr(settings, "allow_http_urls", False)))
+
+
 @dataclass(frozen=True)
 class Target:
     scheme: str
@@ -245,6 +253,7 @@ def _display(url: str) -> str:
 display_url = _display
 
 
-def check_endpoint(url: str, policy: UrlPolicy) -> None:
-    """Refuse a request-supplied service endpoint (an S3 endpoint in ``s3Config``) that is not public."""
-    check_url(url, policy)
+def check_endpoint(url: str, policy: UrlPolicy) -> Target:
+    """Check a request-supplied service endpoint (an S3 endpoint in ``s3Config``): refused unless public; the
+    returned target is the address every connection to it must go to."""
+    return check_url(url, policy)

@@ -745,37 +745,74 @@ def _group_inner_inputs(inner: dict[str, Any], index: int, link_map: dict[str, _
     return inputs, outer_index
 
 
+_CHOICE_MARKS = re.compile(r"[\\{}|]")
+
+
 def dynamic_prompt(text: str, rng: random.Random) -> str:
     """The web app's dynamic prompts: strip ``/* */`` and ``//`` comments, then pick one choice from each
-    ``{a|b|c}`` (nested allowed); a backslash escapes the next character."""
-    text = re.sub(r"/\*[\s\S]*?\*/|//.*", "", text)
+    ``{a|b|c}`` (nested allowed); a backslash escapes the next character. One pass over the text, with
+    the open choices on a stack of their own: no quadratic time and no recursion limit, whatever a caller
+    sends."""
+    text = strip_comments(text)
+    frames: list[tuple[list[str], list[str]]] = [([], [])]  # (options so far, current text) per open choice
     pos = 0
-
-    def parse(in_choice: bool) -> str:
-        """Text up to the end (top level), or one `{...}` choice; `|` and `}` only mean something inside one."""
-        nonlocal pos
-        options: list[str] = []
-        current = ""
-        while pos < len(text):
-            ch = text[pos]
+    while pos < len(text):
+        found = _CHOICE_MARKS.search(text, pos)
+        if found is None:
+            frames[-1][1].append(text[pos:])
+            break
+        frames[-1][1].append(text[pos:found.start()])
+        mark, pos = found.group(), found.end()
+        if mark == "\\":
+            frames[-1][1].append(text[pos:pos + 1])
             pos += 1
-            if ch == "\\":
-                if pos < len(text):
-                    current += text[pos]
-                    pos += 1
-            elif ch == "{":
-                current += parse(True)
-            elif in_choice and ch == "|":
-                options.append(current)
-                current = ""
-            elif in_choice and ch == "}":
-                return rng.choice([*options, current])
-            else:
-                current += ch
-        # An unclosed choice stays as written.
-        return "{" + "|".join([*options, current]) if in_choice else current
+        elif mark == "{":
+            frames.append(([], []))
+        elif mark == "|" and len(frames) > 1:
+            options, current = frames[-1]
+            options.append("".join(current))
+            current.clear()
+        elif mark == "}" and len(frames) > 1:
+            options, current = frames.pop()
+            frames[-1][1].append(rng.choice([*options, "".join(current)]))
+        else:
+            frames[-1][1].append(mark)  # `|` and `}` only mean something inside a choice
+    # An unclosed choice stays as written. Each was opened at the end of the one around it, so the text is
+    # every open choice in turn, outermost first: joined once, never level by level.
+    pieces = frames[0][1]
+    for options, current in frames[1:]:
+        pieces.append("{")
+        pieces.extend(option + "|" for option in options)
+        pieces.extend(current)
+    return "".join(pieces)
 
-    return parse(False)
+
+def strip_comments(text: str) -> str:
+    r"""`/* */` and `//` comments removed in one pass (the regex `/\*[\s\S]*?\*/|//.*` the web app uses, in
+    linear time: a caller's text of unclosed `/*` must not buy quadratic CPU). An unclosed `/*` stays text."""
+    out: list[str] = []
+    pos, start, closings = 0, 0, True
+    while True:
+        slash = text.find("/", pos)
+        if slash == -1 or slash + 1 >= len(text):
+            break
+        nxt = text[slash + 1]
+        if nxt == "*" and closings:
+            end = text.find("*/", slash + 2)
+            if end == -1:
+                closings = False  # no comment can close after this point: every later `/*` is text
+                pos = slash + 1
+                continue
+            out.append(text[start:slash])
+            pos = start = end + 2
+        elif nxt == "/":
+            end = text.find("\n", slash + 2)
+            out.append(text[start:slash])
+            pos = start = len(text) if end == -1 else end
+        else:
+            pos = slash + 1
+    out.append(text[start:])
+    return "".join(out)
 
 
 def _format_date(fmt: str, now: datetime) -> str:

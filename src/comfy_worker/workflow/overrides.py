@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import WorkerError, invalid_input
 from . import catalogue as cat
 
+MAX_KEY_CHARS = 512
 _BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]+$")
 _MEDIA_PREFIXES = ("data:", "http://", "https://", "s3://")
 
@@ -50,7 +51,10 @@ def _titles(graph: dict[str, Any]) -> dict[str, list[str]]:
 def resolve_key(graph: dict[str, Any], key: str) -> tuple[str, str]:
     """``(node id, input name)`` for a request key; node ids win over titles, longer titles over shorter."""
     if not isinstance(key, str) or "." not in key:
-        raise _bad(str(key), "keys look like '<node id>.<input>' or '<node title>.<input>'")
+        raise _bad(str(key)[:MAX_KEY_CHARS], "keys look like '<node id>.<input>' or '<node title>.<input>'")
+    if len(key) > MAX_KEY_CHARS:
+        # Each dot is a possible split between title and input: a long key of dots would cost quadratic CPU.
+        raise _bad(key[:64] + "…", f"keys are at most {MAX_KEY_CHARS} characters")
     titles = _titles(graph)
     dots = [m.start() for m in re.finditer(r"\.", key)]
     for pos in reversed(dots):  # longest prefix first: titles may contain dots
@@ -82,14 +86,13 @@ def _spec_for(graph: dict[str, Any], object_info: dict[str, Any], node_id: str, 
 
 
 def is_media_value(value: Any, spec: cat.InputSpec | None) -> bool:
-    """Base64, a data URI or a URL given for a file input (or any data URI / URL to a file-like input)."""
-    if not isinstance(value, str):
+    """Base64, a data URI or a URL given for an input that takes a file (per the catalogue: an upload or a
+    file list). A text input keeps a text that looks like a URL as the text it is: it is never fetched."""
+    if not isinstance(value, str) or spec is None:
         return False
     if value.startswith(_MEDIA_PREFIXES):
-        return spec is None or spec.upload_kind is not None or spec.is_combo or spec.type == "STRING"
-    if spec is not None and spec.upload_kind and len(value) >= 64 and _BASE64.match(value) and "." not in value:
-        return True
-    return False
+        return spec.upload_kind is not None or spec.is_combo
+    return bool(spec.upload_kind and len(value) >= 64 and "." not in value and _BASE64.match(value))
 
 
 def apply_inputs(graph: dict[str, Any], inputs: dict[str, Any] | None,

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..redaction import JOBS_SUBFOLDER
 from . import catalogue as cat
 from .limits import FRAME_KEYS, STEP_KEYS, GraphValues, Size, output_sizes
 
@@ -26,10 +27,12 @@ class Policy:
     max_steps: int | None = None
     max_frames: int | None = None
     max_input_pixels: int | None = None  # an image loaded from the input folder has at most this many pixels
+    job_folder: str | None = None  # the job's own subfolder: the only one under JOBS_SUBFOLDER it may name
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Policy:
+    def from_settings(cls, settings: Any, job_folder: str | None = None) -> Policy:
         return cls(
+            job_folder=job_folder,
             node_allowlist=frozenset(_split(getattr(settings, "node_allowlist", ""))),
             node_denylist=frozenset(_split(getattr(settings, "node_denylist", ""))),
             max_nodes=getattr(settings, "max_nodes", None),
@@ -63,11 +66,31 @@ class Violation:
         return out
 
 
+# ComfyUI's folder annotations on a file name ("x.png [output]"): the only suffixes it reads as one.
+ANNOTATIONS = (" [input]", " [output]", " [temp]")
+
+
+def split_annotation(value: str) -> tuple[str, str | None]:
+    """("x.png", "output") for "x.png [output]"; a bracketed suffix that is not an annotation stays part of
+    the name (ComfyUI keeps it too)."""
+    for annotation in ANNOTATIONS:
+        if value.endswith(annotation):
+            return value[: -len(annotation)], annotation.strip(" []")
+    return value, None
+
+
+def _names_other_job(value: str, job_folder: str | None) -> bool:
+    """A file or folder name inside the per-job folders that is not the job's own (ComfyUI's folder lists
+    show every job's staging folder)."""
+    text = split_annotation(value.strip())[0].replace("\\", "/").strip("/")
+    if text.split("/", 1)[0] != JOBS_SUBFOLDER:
+        return False
+    return not (job_folder and (text + "/").startswith(job_folder.rstrip("/") + "/"))
+
+
 def escapes_folder(value: str) -> bool:
     """A file name that would leave its folder: ``..`` segments, absolute paths, drive letters."""
-    text = value.strip()
-    if text.endswith("]") and " [" in text:
-        text = text[: text.rindex(" [")]  # annotation such as "x.png [input]"
+    text = split_annotation(value.strip())[0]
     if text.startswith(("/", "\\")) or _DRIVE.match(text):
         return True
     return any(part == ".." for part in re.split(r"[\\/]", text))
@@ -101,11 +124,23 @@ def check_policy(graph: dict[str, Any], object_info: dict[str, Any], policy: Pol
         info = cat.class_info(object_info, class_type) if isinstance(class_type, str) else None
         specs = {s.name: s for s in cat.expand_inputs(info, inputs)} if info is not None else {}
         for name, value in inputs.items():
-            if isinstance(value, str) and _is_file_input(specs.get(name), name) and escapes_folder(value):
+            if not isinstance(value, str) or not _is_file_input(specs.get(name), name):
+                continue
+            if escapes_folder(value):
                 found.append(Violation(node_id, class_type, "PATH_ESCAPE",
                                        f"node {node_id} ({class_type}): input {name!r} names a file outside its "
                                        f"folder ({value!r}); use a plain name inside the folder",
                                        name, value))
+            elif _names_other_job(value, policy.job_folder):
+                found.append(Violation(node_id, class_type, "PATH_ESCAPE",
+                                       f"node {node_id} ({class_type}): input {name!r} names a folder of the "
+                                       "worker's other jobs; send the file as an input instead", name, value))
+            elif split_annotation(value)[1] in {"output", "temp"}:
+                # Files in ComfyUI's output and temp folders are other jobs' results: never readable by a job.
+                found.append(Violation(node_id, class_type, "PATH_ESCAPE",
+                                       f"node {node_id} ({class_type}): input {name!r} reads {value!r} from "
+                                       "ComfyUI's output or temp folder, which holds other jobs' files; send the "
+                                       "file as an input instead", name, value))
     found.extend(_limits(graph, object_info, policy))
     return found
 

@@ -434,10 +434,34 @@ def main(argv: list[str] | None = None, base_dir: Path | None = None) -> None:
     folders.input.mkdir(parents=True, exist_ok=True)
     folders.output.mkdir(parents=True, exist_ok=True)
     folders.temp.mkdir(parents=True, exist_ok=True)
+    load_custom_nodes(folders.model_dirs("custom_nodes"))
     if faults.start_delay:
         time.sleep(faults.start_delay)
     server = EmulatorServer(folders, faults, ["main.py", *argv], args.disable_metadata, not args.cache_none)
     asyncio.run(_serve(server, args))
+
+
+def load_custom_nodes(dirs: list[Path]) -> None:
+    """Import every custom node module (a `.py` file or a package) as ComfyUI does at start, so its import-time
+    code runs inside this process with this process's environment and user. Their node classes are not
+    added to the catalogue: the emulator runs only the nodes it emulates."""
+    import importlib.util
+
+    for root in dirs:
+        if not root.is_dir():
+            continue
+        for entry in sorted(root.iterdir()):
+            init = entry / "__init__.py" if entry.is_dir() else entry
+            if init.suffix != ".py" or not init.is_file() or entry.name.startswith((".", "__")):
+                continue
+            spec = importlib.util.spec_from_file_location(f"custom_nodes.{entry.stem}", init)
+            if spec is None or spec.loader is None:
+                continue
+            try:
+                spec.loader.exec_module(importlib.util.module_from_spec(spec))
+                log.info("Imported custom node %s", entry)
+            except Exception:  # ComfyUI logs a broken custom node and goes on
+                log.exception("Cannot import %s module for custom nodes", entry)
 
 
 async def _serve(server: EmulatorServer, args: argparse.Namespace) -> None:
