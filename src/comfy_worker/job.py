@@ -108,7 +108,7 @@ class Job:
         """The request, checked whole; the job's time limit is the request's (capped) or the operator's."""
         with self.timings.stage("parse"):
             self.request = parse_job_input(self.raw.get("input"), max_depth=self.settings.max_input_depth,
-                                           max_nodes=self.settings.max_workflow_nodes)
+                                           max_nodes=self.settings.max_workflow_nodes, warnings=self.warnings)
             self.s3_config = parse_s3_config(self.raw.get("s3Config"))
             check_images(self.request.images, max_count=self.settings.max_input_images)
         timeout = self.request.execution_config.timeout or self.settings.job_timeout
@@ -192,7 +192,7 @@ class Job:
     async def _submit(self, prompt: Prompt, batch: bool) -> None:
         try:
             warnings = await asyncio.to_thread(self.comfy.submit, prompt.prompt_id, prompt.resolved.graph,
-                                               prompt.resolved.output_nodes)
+                                               prompt.resolved.output_nodes, self._extra_data())
         except WorkerError as err:
             if not batch or err.code is ErrorCode.COMFYUI_UNAVAILABLE:
                 raise
@@ -201,6 +201,13 @@ class Job:
         prompt.submitted = True
         self.files.prompt_ids.append(prompt.prompt_id)
         self.warnings.extend(warnings)
+
+    def _extra_data(self) -> dict[str, Any]:
+        """What ComfyUI's nodes get beside the graph: the Comfy.org key for partner API nodes, the request's
+        over the operator's (as worker-comfyui does). It goes to ComfyUI only: never logged or returned."""
+        assert self.request is not None
+        key = self.request.comfy_org_api_key or self.settings.comfy_org_api_key
+        return {"api_key_comfy_org": key.get_secret_value()} if key is not None else {}
 
     # --- collect and deliver -----------------------------------------------------------------------------------
     def _finish(self, batch: bool) -> dict[str, Any]:

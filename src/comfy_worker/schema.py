@@ -5,10 +5,12 @@ These models are the single source of the JSON Schemas in ``docs/schema/``.
 
 from __future__ import annotations
 
+import difflib
+import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import ErrorCode, WorkerError, invalid_input
 
@@ -148,6 +150,10 @@ class JobInput(_Strict):
                           "docs/workflows.md.")
     output_config: OutputConfig = Field(default_factory=OutputConfig)
     execution_config: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    comfy_org_api_key: SecretStr | None = Field(
+        None, min_length=1, description="Comfy.org API key for ComfyUI's partner API nodes (as worker-comfyui "
+        "reads it), passed to ComfyUI as the prompt's `extra_data.api_key_comfy_org`; never logged or returned. "
+        "Default: the operator's `COMFY_ORG_API_KEY`.")
 
     @field_validator("workflow")
     @classmethod
@@ -305,26 +311,81 @@ def check_input_shape(raw: Any, *, max_depth: int, max_nodes: int) -> None:
         raise invalid_input("workflow", f"{count} nodes, limit {max_nodes}", message=f"workflow: {count} nodes, more than the limit of {max_nodes}")
 
 
-def parse_job_input(raw: Any, *, max_depth: int = 64, max_nodes: int = 5000) -> JobInput:
-    """Validate ``job["input"]``; every problem is reported with the field it belongs to."""
+def decode_json_strings(raw: Any, warnings: list[str]) -> Any:
+    """`input`, or its `workflow`, sent as a string of JSON (worker-comfyui accepts both) as an object, with a
+    warning in the result; a string that is not JSON is INVALID_INPUT naming the field."""
+    if isinstance(raw, str):
+        raw = _loads("input", raw)
+        warnings.append("input was sent as a string of JSON; it was parsed (send an object)")
+    if isinstance(raw, dict) and isinstance(raw.get("workflow"), str):
+        raw = {**raw, "workflow": _loads("workflow", raw["workflow"])}
+        warnings.append("workflow was sent as a string of JSON; it was parsed (send an object)")
+    return raw
+
+
+def _loads(name: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise invalid_input(name, f"a string that is not JSON ({exc})",
+                            message=f"{name} is a string but not JSON: {exc}") from None
+
+
+def parse_job_input(raw: Any, *, max_depth: int = 64, max_nodes: int = 5000,
+                    warnings: list[str] | None = None) -> JobInput:
+    """Validate ``job["input"]``; every problem is reported with the field it belongs to (and, for an unknown
+    field, the known one it was probably meant to be)."""
+    raw = decode_json_strings(raw, warnings if warnings is not None else [])
     if not isinstance(raw, dict):
         raise invalid_input("input", f"got {type(raw).__name__}", message="job input must be a JSON object")
     check_input_shape(raw, max_depth=max_depth, max_nodes=max_nodes)
     try:
         return JobInput.model_validate(raw)
     except ValidationError as exc:
-        errors = []
-        for err in exc.errors(include_url=False):
-            problem = err["msg"]
-            if err["type"] == "extra_forbidden":
-                problem = "unknown field"
-            elif err["type"] == "missing":
-                problem = "required field is missing"
-            errors.append({"field": _loc(tuple(err["loc"])), "problem": problem})
+        errors = [_field_error(err) for err in exc.errors(include_url=False)]
         summary = "; ".join(f"{e['field']}: {e['problem']}" for e in errors[:5])
         if len(errors) > 5:
             summary += f"; and {len(errors) - 5} more"
         raise WorkerError(ErrorCode.INVALID_INPUT, f"invalid job input: {summary}", {"errors": errors}) from None
+
+
+def _field_error(err: Any) -> dict[str, str]:
+    """One entry of INVALID_INPUT's `details.errors`: `field`, `problem`, and `suggestion` when a field name
+    is unknown but close to a known one."""
+    loc = tuple(err["loc"])
+    if err["type"] == "extra_forbidden":
+        entry = {"field": _loc(loc), "problem": "unknown field"}
+        close = difflib.get_close_matches(str(loc[-1]), _known_fields(loc[:-1]), n=1, cutoff=0.6)
+        if close:
+            entry["suggestion"] = _loc((*loc[:-1], close[0]))
+            entry["problem"] = f"unknown field; did you mean {close[0]!r}?"
+        return entry
+    problem = "required field is missing" if err["type"] == "missing" else err["msg"]
+    return {"field": _loc(loc), "problem": problem}
+
+
+def _known_fields(parent: tuple[Any, ...]) -> list[str]:
+    """Field names of the model at `parent` (a pydantic error location under JobInput)."""
+    model: Any = JobInput
+    for part in parent:
+        if isinstance(part, int):
+            continue
+        info = getattr(model, "model_fields", {}).get(part)
+        if info is None:
+            return []
+        model = _model_of(info.annotation)
+    return list(getattr(model, "model_fields", {}))
+
+
+def _model_of(annotation: Any) -> Any:
+    """The BaseModel inside an annotation such as `list[InputImage]` or `OutputConfig | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
 
 
 JobResult.model_rebuild()

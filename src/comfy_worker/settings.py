@@ -283,6 +283,9 @@ class Settings(BaseModel):
                                     "endpoints on loopback, private or other non-public addresses.", False)
     allow_http_urls: bool = _env("ALLOW_HTTP_URLS", "Allow plain http:// input URLs and storage endpoints "
                                  "from requests.", False)
+    comfy_org_api_key: SecretStr | None = _env("COMFY_ORG_API_KEY", "Comfy.org API key for ComfyUI's partner "
+                                               "API nodes, sent with every prompt (`extra_data.api_key_comfy_org`) "
+                                               "unless the request carries `comfy_org_api_key`. Never logged.")
 
 
 class SettingsError(ValueError):

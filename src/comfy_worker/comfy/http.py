@@ -187,10 +187,11 @@ class HttpComfy(ComfyConnection):
     def watch(self, prompt_id: str, graph: dict[str, Any], loop: asyncio.AbstractEventLoop) -> PromptWatch:
         return _HttpWatch(self, prompt_id, graph, self.events.subscribe(prompt_id, loop))
 
-    def submit(self, prompt_id: str, graph: dict[str, Any], output_nodes: list[str] | None) -> list[str]:
+    def submit(self, prompt_id: str, graph: dict[str, Any], output_nodes: list[str] | None,
+               extra_data: dict[str, Any] | None = None) -> list[str]:
         try:
             answer = self.client.queue_prompt(graph, client_id=self.events.client_id, prompt_id=prompt_id,
-                                              partial_execution_targets=output_nodes)
+                                              partial_execution_targets=output_nodes, extra_data=extra_data)
         except PromptRejected as exc:
             raise rejected_error(exc.body, graph) from None
         except ComfyUnavailable as exc:
