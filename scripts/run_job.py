@@ -19,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from comfy_run import outputs_with_data  # noqa: E402
 from comfy_worker_dev.localserver import LocalWorkerServer, free_port  # noqa: E402
 
 
@@ -76,7 +77,7 @@ def main() -> int:
             return 1
         output = answer["output"]
         out_dir.mkdir(parents=True, exist_ok=True)
-        for item in output["outputs"]:
+        for item in outputs_with_data(output):
             size = f"{item.get('width')}x{item.get('height')}" if item.get("width") else ""
             if item.get("data"):
                 target = out_dir / item["filename"]

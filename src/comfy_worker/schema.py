@@ -184,7 +184,11 @@ class OutputEntry(BaseModel):
     width: int | None = None
     height: int | None = None
     duration: float | None = Field(None, description="Seconds, for audio and video whose header tells it.")
-    data: str | None = Field(None, description="Base64 of the file, when delivered inline.")
+    data: str | None = Field(None, description="Base64 of the file, when delivered inline (not for images: see "
+                                               "`data_in`).")
+    data_in: str | None = Field(None, description="Where this output's base64 is, when it is in the compatible "
+                                "`images` list instead of here (`images[0]`): each image's bytes travel once.",
+                                pattern=r"^images\[\d+\]$")
     text: str | None = Field(None, description="The text, for `kind: text`.")
     url: str | None = Field(None, description="Where to download it, when delivered to storage.")
     storage: Literal["s3", "gdrive"] | None = Field(None, description="Storage the file was delivered to.")

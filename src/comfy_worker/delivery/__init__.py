@@ -3,8 +3,8 @@
 from .base import DeliveryContext, DeliveryProvider, describe
 from .gdrive import GDriveDelivery
 from .inline import InlineDelivery
-from .router import DeliveryResult, compat_images, deliver_outputs, inline_size
+from .router import DeliveryResult, deliver_outputs, inline_size, share_image_data
 from .s3 import S3Delivery
 
 __all__ = ["DeliveryContext", "DeliveryProvider", "DeliveryResult", "GDriveDelivery", "InlineDelivery",
-           "S3Delivery", "compat_images", "deliver_outputs", "describe", "inline_size"]
+           "S3Delivery", "deliver_outputs", "describe", "inline_size", "share_image_data"]
