@@ -292,7 +292,9 @@ def _all_failed(failed: list[Prompt], count: int) -> WorkerError:
     first = failed[0].error
     assert first is not None
     items = [{"index": p.index, "prompt_id": p.prompt_id, **p.error.payload()} for p in failed if p.error]
-    return WorkerError(first.code, f"all {count} items of the batch failed; item 0: {first.message}", {"items": items},
+    # The first item's details keep the shape its code has; `items` adds every item's own error.
+    return WorkerError(first.code, f"all {count} items of the batch failed; item 0: {first.message}",
+                       {**first.details, "items": items},
                        refresh_worker=any(p.error.refresh_worker for p in failed if p.error))
 
 

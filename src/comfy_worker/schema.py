@@ -276,6 +276,87 @@ class ErrorPayload(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------------
+# The shape of `details`, per error code: every path that fails with a code gives its details this shape
+# (the JSON Schema of ErrorPayload says so per code; fields beyond these may be added, never removed).
+
+
+class _Details(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="The request field, e.g. `images[0].name` or `inputs.6.text`.")
+    problem: str
+    suggestion: str | None = Field(None, description="The field probably meant, when the name is unknown but "
+                                   "close to a known one.")
+
+
+class InvalidInputDetails(_Details):
+    errors: list[FieldError] = Field(min_length=1)
+
+
+class WorkflowProblem(BaseModel):
+    node_id: str | None
+    class_type: str | None
+    type: str | None = Field(description="Kind of problem (`missing_node_type`, `value_not_in_list`, ...).")
+    input_name: str | None
+    message: str | None
+    details: Any = None
+    suggestion: str | None = Field(None, description="The node type or value probably meant (an unknown "
+                                   "`ImageInvertt`: `ImageInvert`).")
+
+
+class WorkflowDetails(_Details):
+    """INVALID_WORKFLOW, MISSING_MODELS and POLICY_VIOLATION: what found the problems, and every one of them."""
+
+    source: Literal["preflight", "comfyui", "conversion"] = Field(
+        description="Who refused the graph: the worker's pre-flight check, ComfyUI itself, or the UI→API "
+                    "conversion.")
+    problems: list[WorkflowProblem] = Field(min_length=1)
+    node_errors: dict[str, Any] = Field(description="ComfyUI's own per-node errors (empty when ComfyUI was not "
+                                        "asked or named no node).")
+
+
+class NodeFailureDetails(_Details):
+    """EXECUTION_ERROR and OUT_OF_MEMORY: the node that raised, and what."""
+
+    node_id: str | None
+    class_type: str | None
+    exception_type: str
+    exception_message: str
+    traceback: list[str]
+
+
+class UnavailableDetails(_Details):
+    log_tail: list[str] = Field(description="ComfyUI's last log lines.")
+
+
+class TimeoutDetails(_Details):
+    timeout: float = Field(description="The limit that passed, in seconds.")
+    prompt_ids: list[str]
+    comfyui_restarted: bool
+
+
+class TooLargeDetails(_Details):
+    inline_bytes: int
+    limit_bytes: int
+    outputs: list[dict[str, Any]]
+
+
+ERROR_DETAILS: dict[ErrorCode, type[BaseModel]] = {
+    ErrorCode.INVALID_INPUT: InvalidInputDetails,
+    ErrorCode.INVALID_WORKFLOW: WorkflowDetails,
+    ErrorCode.MISSING_MODELS: WorkflowDetails,
+    ErrorCode.POLICY_VIOLATION: WorkflowDetails,
+    ErrorCode.EXECUTION_ERROR: NodeFailureDetails,
+    ErrorCode.OUT_OF_MEMORY: NodeFailureDetails,
+    ErrorCode.COMFYUI_UNAVAILABLE: UnavailableDetails,
+    ErrorCode.TIMEOUT: TimeoutDetails,
+    ErrorCode.OUTPUT_TOO_LARGE: TooLargeDetails,
+}
+
+
+# ------------------------------------------------------------------------------------------------
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
