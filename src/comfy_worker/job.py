@@ -190,9 +190,11 @@ class Job:
             prompt.outcome, prompt.error = outcome, outcome.error
 
     async def _submit(self, prompt: Prompt, batch: bool) -> None:
+        assert self.request is not None
         try:
             warnings = await asyncio.to_thread(self.comfy.submit, prompt.prompt_id, prompt.resolved.graph,
-                                               prompt.resolved.output_nodes, self._extra_data())
+                                               prompt.resolved.output_nodes,
+                                               self.request.comfy_extra_data(self.settings.comfy_org_api_key))
         except WorkerError as err:
             if not batch or err.code is ErrorCode.COMFYUI_UNAVAILABLE:
                 raise
@@ -201,13 +203,6 @@ class Job:
         prompt.submitted = True
         self.files.prompt_ids.append(prompt.prompt_id)
         self.warnings.extend(warnings)
-
-    def _extra_data(self) -> dict[str, Any]:
-        """What ComfyUI's nodes get beside the graph: the Comfy.org key for partner API nodes, the request's
-        over the operator's (as worker-comfyui does). It goes to ComfyUI only: never logged or returned."""
-        assert self.request is not None
-        key = self.request.comfy_org_api_key or self.settings.comfy_org_api_key
-        return {"api_key_comfy_org": key.get_secret_value()} if key is not None else {}
 
     # --- collect and deliver -----------------------------------------------------------------------------------
     def _finish(self, batch: bool) -> dict[str, Any]:

@@ -155,6 +155,12 @@ class JobInput(_Strict):
         "reads it), passed to ComfyUI as the prompt's `extra_data.api_key_comfy_org`; never logged or returned. "
         "Default: the operator's `COMFY_ORG_API_KEY`.")
 
+    def comfy_extra_data(self, operator_key: SecretStr | None) -> dict[str, Any]:
+        """What ComfyUI's nodes get beside the graph: the Comfy.org key for partner API nodes, the request's
+        over the operator's (as worker-comfyui does). It goes to ComfyUI only: never logged or returned."""
+        key = self.comfy_org_api_key or operator_key
+        return {"api_key_comfy_org": key.get_secret_value()} if key is not None else {}
+
     @field_validator("workflow")
     @classmethod
     def _non_empty(cls, value: dict[str, Any]) -> dict[str, Any]:
