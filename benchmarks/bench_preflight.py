@@ -71,9 +71,9 @@ def hostile_inputs(object_info: dict) -> None:
     raw = {"workflow": ui}
     size = len(json.dumps(raw)) + len(json.dumps(body))
     started = time.perf_counter()
-    request = parse_job_input(raw, max_bytes=settings.max_request_bytes, max_text=settings.max_text_chars)
+    request = parse_job_input(raw, **settings.input_limits())
     to_api_workflow(request.workflow, object_info, rng=random.Random(1))
-    request = parse_job_input(body, max_bytes=settings.max_request_bytes, max_text=settings.max_text_chars)
+    request = parse_job_input(body, **settings.input_limits())
     try:
         build_workflow(request.workflow, object_info, inputs=request.inputs)
     except WorkerError:

@@ -57,7 +57,9 @@ def same_pixel(got: tuple[int, int, int], color: int) -> bool:
 
 def output_matches(result: dict[str, Any], color: int) -> bool:
     """Whether a successful worker result holds exactly one image whose pixels encode `color`."""
-    outputs = result.get("outputs") or []
+    from comfy_run import outputs_with_data  # src/ is on the path once a benchmark script has started
+
+    outputs = outputs_with_data(result)
     if len(outputs) != 1 or not outputs[0].get("data"):
         return False
     return same_pixel(pixel_of_png(base64.b64decode(outputs[0]["data"])), color)

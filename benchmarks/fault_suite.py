@@ -44,6 +44,7 @@ from typing import Any
 from PIL import Image
 
 from benchmarks.common import color_workflow, pixel_of_png, same_pixel, target_name
+from comfy_run import outputs_with_data
 from comfy_worker.comfy.client import ComfyUnavailable
 from comfy_worker.comfy import HttpComfy
 from comfy_worker.errors import WorkerError
@@ -149,7 +150,7 @@ class FaultSuite:
             return
         if outcome.kind == OK:
             assert outcome.result is not None
-            images = [o for o in outcome.result.get("outputs", []) if o.get("data")]
+            images = [o for o in outputs_with_data(outcome.result) if o.get("data")]
             pixels = [pixel_of_png(base64.b64decode(o["data"])) for o in images]
             if len(pixels) == (2 if self.real else 1) and all(same_pixel(p, color) for p in pixels):
                 tally.right += 1

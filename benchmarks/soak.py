@@ -32,6 +32,7 @@ from typing import Any
 from PIL import Image
 
 from benchmarks.common import color_workflow, output_matches, pixel_of_png, proc_stats, target_name
+from comfy_run import outputs_with_data
 from comfy_worker.job import run_job
 from tests.workerkit import boot_runtime, real_comfyui
 
@@ -91,7 +92,7 @@ def job_for(index: int) -> tuple[dict[str, Any], Any]:
     workflow["4"] = {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}
 
     def two_outputs(result: dict[str, Any]) -> bool:
-        outputs = result.get("outputs") or []
+        outputs = outputs_with_data(result)
         temp = [o for o in outputs if o.get("type") == "temp"]
         saved = [o for o in outputs if o.get("type") == "output"]
         return (len(temp) == 1 and len(saved) == 1 and output_matches({"outputs": saved}, color)

@@ -19,29 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from comfy_worker_dev.localserver import LocalWorkerServer, free_port  # noqa: E402
-
-
-def comfy_env(workdir: Path) -> tuple[dict[str, str], str]:
-    env: dict[str, str] = {}
-    if os.environ.get("COMFYUI_URL"):
-        return env, f"ComfyUI at {os.environ['COMFYUI_URL']}"
-    if os.environ.get("COMFYUI_DIR"):
-        if "COMFYUI_EXTRA_ARGS" not in os.environ and not shutil.which("nvidia-smi"):
-            env["COMFYUI_EXTRA_ARGS"] = "--cpu"
-        where = os.environ["COMFYUI_DIR"]
-        label = f"ComfyUI from {where}"
-    else:
-        from comfy_worker_dev.emulator import make_fake_comfyui_dir
-
-        where = str(make_fake_comfyui_dir(workdir / "comfyui"))
-        env["COMFYUI_DIR"] = where
-        label = "the ComfyUI emulator (set COMFYUI_DIR to use a real ComfyUI)"
-    env.setdefault("COMFYUI_PORT", str(free_port()))
-    # Keep the run's files out of the ComfyUI checkout.
-    for name, sub in (("COMFYUI_INPUT_DIR", "input"), ("COMFYUI_OUTPUT_DIR", "output"), ("COMFYUI_TEMP_DIR", "")):
-        env.setdefault(name, os.environ.get(name) or str(workdir / sub))
-    return env, label
+from comfy_run import outputs_with_data  # noqa: E402
+from comfy_worker_dev.localserver import LocalWorkerServer, comfyui_env  # noqa: E402
 
 
 def main() -> int:
@@ -53,7 +32,7 @@ def main() -> int:
     job = json.loads(Path(args.input).read_text())
     out_dir = Path(args.out)
     with tempfile.TemporaryDirectory(prefix="comfy-worker-run-") as tmp:
-        env, label = comfy_env(Path(tmp))
+        env, label = comfyui_env(Path(tmp))
         print(f"worker: starting against {label} ...", flush=True)
         log_path = Path(tmp) / "worker.log"
         with open(log_path, "wb") as log_file:
@@ -76,7 +55,7 @@ def main() -> int:
             return 1
         output = answer["output"]
         out_dir.mkdir(parents=True, exist_ok=True)
-        for item in output["outputs"]:
+        for item in outputs_with_data(output):
             size = f"{item.get('width')}x{item.get('height')}" if item.get("width") else ""
             if item.get("data"):
                 target = out_dir / item["filename"]

@@ -1,4 +1,5 @@
-"""The JSON examples of docs/api.md, produced by real runs of the worker.
+"""The JSON examples of docs/api.md, produced by runs of the worker with the ComfyUI emulator as its ComfyUI
+(docs/api.md says so where it shows them).
 
 Every example job is sent through the runpod SDK's local API server (`handler.py --rp_serve_api`) to a worker
 whose ComfyUI is the emulator; the progress example comes from the same pipeline with its progress sink.

@@ -79,6 +79,64 @@ def test_ui_workflow_with_image_and_override_is_run_and_saved(local_worker, tmp_
     assert f"saved {saved}" in result.stderr and "COMPLETED: 1 output(s)" in result.stderr
 
 
+def test_job_file_is_sent_whole_without_flags(local_worker, tmp_path):
+    """test_input.json as a new user runs it: the image it carries goes with the workflow."""
+    out = tmp_path / "out"
+    result = client("test_input.json", "--local", local_worker.url, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    [saved] = sorted(out.iterdir())
+    with Image.open(saved) as img:
+        assert img.size == (128, 128)
+
+
+def test_recorded_request_example_runs_as_is(local_worker, tmp_path):
+    """docs/examples' requests are job files too: the dry run's execution_config travels with it."""
+    out = tmp_path / "out"
+    result = client("docs/examples/completed-dry-run.request.json", "--local", local_worker.url, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "dry-run.json").read_text())["preflight"]["ok"] is True
+
+
+def _job_file(tmp_path: Path, body: object) -> Path:
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(body))
+    return path
+
+
+def test_job_file_fields_with_flags_over_them(tmp_path):
+    from comfy_run import JobSpec
+
+    photo = tmp_path / "cat.png"
+    photo.write_bytes(b"new")
+    path = _job_file(tmp_path, {"s3Config": {"accessId": "a", "accessSecret": "s"}, "input": {
+        "workflow": {"1": {"class_type": "X", "inputs": {}}},
+        "images": [{"name": "a.png", "image": "QQ=="}, {"name": "b.png", "image": "Qg=="}],
+        "inputs": {"1.text": "file", "1.steps": 4}, "comfy_org_api_key": "k",
+        "output_config": {"format": "webp"}, "execution_config": {"timeout": 30}}})
+    spec = JobSpec.from_files(path, images={"b.png": photo}, overrides=["1.text=flag"])
+    spec.set_execution(dry_run=True)
+    body = spec.job_input()
+    assert body["images"] == [{"name": "a.png", "image": "QQ=="}, {"name": "b.png", "image": "bmV3"}]
+    assert body["inputs"] == {"1.text": "flag", "1.steps": 4}
+    assert body["execution_config"] == {"timeout": 30, "dry_run": True}
+    assert body["output_config"] == {"format": "webp"} and body["comfy_org_api_key"] == "k"
+    assert spec.request == {"s3Config": {"accessId": "a", "accessSecret": "s"}}
+
+
+def test_job_file_forms(tmp_path):
+    from comfy_run import JobSpec
+
+    graph = {"1": {"class_type": "X", "inputs": {}}}
+    as_string = JobSpec.from_files(_job_file(tmp_path, {"input": json.dumps({"workflow": graph})}))
+    assert as_string.job_input() == {"workflow": graph}
+    bare_input = JobSpec.from_files(_job_file(tmp_path, {"workflow": graph, "inputs": [{"1.a": 1}, {"1.a": 2}]}),
+                                    overrides=["1.b=3"])
+    assert bare_input.job_input()["inputs"] == [{"1.a": 1, "1.b": 3}, {"1.a": 2, "1.b": 3}]
+    assert JobSpec.from_files(_job_file(tmp_path, graph)).job_input() == {"workflow": graph}
+    with pytest.raises(UsageError, match="holds no `workflow`"):
+        JobSpec.from_files(_job_file(tmp_path, {"input": {"images": []}}))
+
+
 def test_failing_workflow_shows_code_node_and_message(local_worker, tmp_path):
     wf = tmp_path / "sharpen.json"
     wf.write_text(json.dumps({

@@ -54,9 +54,12 @@ def test_a_job_runs_one_prompt_and_returns_its_image(comfy: FakeComfy):
     assert result["prompt_id"] == prompt_id
     [entry] = result["outputs"]
     assert entry["node_id"] == "2" and entry["kind"] == "image" and entry["width"] == 8
-    with Image.open(io.BytesIO(base64.b64decode(entry["data"]))) as img:
+    # The image's base64 travels once: in the compatible `images` list, which its entry points to.
+    assert "data" not in entry and entry["data_in"] == "images[0]"
+    [image] = result["images"]
+    assert image["type"] == "base64" and image["filename"] == entry["filename"]
+    with Image.open(io.BytesIO(base64.b64decode(image["data"]))) as img:
         assert img.size == (8, 8)
-    assert result["images"][0]["data"] == entry["data"]
     # The graph ComfyUI got writes into the job's own folder and carries its marker; nothing else changed.
     save = graph["2"]["inputs"]
     assert save["filename_prefix"].startswith("worker-jobs/job-1-") and save[JOB_MARKER_INPUT]
@@ -222,3 +225,4 @@ def test_every_log_line_of_a_job_names_it(comfy: FakeComfy, caplog: pytest.LogCa
     worker_lines = [r for r in caplog.records if r.name.startswith("comfy_worker")]
     assert worker_lines and all(getattr(r, "job", "") == "job=job-xyz " for r in worker_lines), \
         [(r.name, r.getMessage()) for r in worker_lines if getattr(r, "job", "") != "job=job-xyz "]
+

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from comfy_run import outputs_with_data
 from comfy_worker_dev import mermaid
 from comfy_worker_dev.localserver import LocalWorkerServer
 from tests.platform.harness import REPO_ROOT
@@ -303,12 +304,12 @@ CASES: dict[str, dict[str, Any]] = {
 def _check_case(name: str, body: dict[str, Any], job_id: str) -> None:
     """The assertions tests/test_worker_sdk.py and test_worker_pipeline.py make, on the posted body."""
     if name == "test_input":
-        [entry] = body["output"]["outputs"]
+        [entry] = outputs_with_data(body["output"])
         img = decode(entry)
         assert img.size == (128, 128)
         assert img.getpixel((2, 2)) == (235, 215, 55) and img.getpixel((64, 64)) == (5, 55, 245)
     elif name == "blue_image":
-        assert decode(body["output"]["outputs"][0]).getpixel((0, 0)) == (0, 0, 255)
+        assert decode(outputs_with_data(body["output"])[0]).getpixel((0, 0)) == (0, 0, 255)
     elif name == "invalid_workflow":
         error = error_of(body)
         assert error["code"] == "INVALID_WORKFLOW" and error["job_id"] == job_id
@@ -316,7 +317,8 @@ def _check_case(name: str, body: dict[str, Any], job_id: str) -> None:
     elif name == "invalid_input":
         error = error_of(body)
         assert error["code"] == "INVALID_INPUT" and error["job_id"] == job_id
-        assert error["details"]["errors"] == [{"field": "imagez", "problem": "unknown field"}]
+        assert error["details"]["errors"] == [{"field": "imagez", "problem": "unknown field; did you mean 'images'?",
+                                               "suggestion": "images"}]
     elif name == "execution_error":
         error = error_of(body)
         assert error["code"] == "EXECUTION_ERROR" and error["job_id"] == job_id
@@ -365,7 +367,7 @@ def test_result_is_what_the_local_api_gives(platform: RunPodPlatform, worker: Wo
     else:
         assert set(body) == {"output"}
         assert _comparable(body["output"], job_id, tmps) == _comparable(answer["output"], answer["id"], tmps)
-        for mine, theirs in zip(body["output"]["outputs"], answer["output"]["outputs"], strict=True):
+        for mine, theirs in zip(outputs_with_data(body["output"]), outputs_with_data(answer["output"]), strict=True):
             assert decode(mine).tobytes() == decode(theirs).tobytes()
 
 
@@ -541,7 +543,7 @@ def test_job_stop_cancels_the_running_job(platform: RunPodPlatform, emulated: Wo
     assert final is None or json.loads(final.body["error"])["code"] == "CANCELLED"
     # The worker goes on with the next job.
     next_id = platform.enqueue({"workflow": empty_image_workflow(color=0x00AA00)})
-    assert decode(platform.wait_result(next_id, 60)["output"]["outputs"][0]).getpixel((0, 0)) == (0, 170, 0)
+    assert decode(outputs_with_data(platform.wait_result(next_id, 60)["output"])[0]).getpixel((0, 0)) == (0, 170, 0)
     assert platform.final_post(job_id) is final  # still no result for the stopped job
 
 
@@ -560,8 +562,8 @@ def test_max_concurrency_2_takes_a_batch_then_single_jobs(fleet: dict[str, tuple
     assert batch.route == "job-take-batch" and batch.answered_ids == [first, second]
     assert batch.query == {"gpu": "NVIDIA", "batch_size": "2", "job_in_progress": "0"}
     # No crossing: each job gets its own colour back (both inverted twice).
-    assert decode(results[first]["output"]["outputs"][0]).getpixel((0, 0)) == (0, 0, 255)
-    assert decode(results[second]["output"]["outputs"][0]).getpixel((0, 0)) == (255, 0, 0)
+    assert decode(outputs_with_data(results[first]["output"])[0]).getpixel((0, 0)) == (0, 0, 255)
+    assert decode(outputs_with_data(results[second]["output"])[0]).getpixel((0, 0)) == (255, 0, 0)
     for job_id in (first, second):
         assert all(c.headers["X-Request-ID"] == job_id for c in api.posts_for(job_id))
     finals = sorted((api.final_post(first), api.final_post(second)), key=lambda c: c.t)
@@ -596,7 +598,7 @@ def test_comfyui_gets_none_of_runpods_variables(worker: WorkerProcess):
 
 def test_results_are_not_written_to_the_log(platform: RunPodPlatform, worker: WorkerProcess):
     job_id = platform.enqueue(CASES["test_input"])
-    data = platform.wait_result(job_id, timeout=120)["output"]["outputs"][0]["data"]
+    data = outputs_with_data(platform.wait_result(job_id, timeout=120)["output"])[0]["data"]
     assert len(data) > 200
     time.sleep(0.2)
     log = worker.log_text()
@@ -613,7 +615,7 @@ def test_results_are_not_written_to_the_log_even_at_debug(tmp_path: Path):
         body = api.wait_result(job_id, timeout=120)
         time.sleep(0.2)
         log = proc.log_text()
-    data = body["output"]["outputs"][0]["data"]
+    data = outputs_with_data(body["output"])[0]["data"]
     assert "Handler output: <" in log and "run_job return: <" in log  # the SDK's lines, payload elided
     assert data[-200:] not in log and CASES["test_input"]["images"][0]["image"][-200:] not in log
     assert not re.search(r"[A-Za-z0-9+/]{200,}", log)

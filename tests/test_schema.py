@@ -27,7 +27,8 @@ def test_worker_comfyui_shape_is_accepted():
     ({}, "workflow", "required"),
     ({"workflow": WF, "extra": 1}, "extra", "unknown field"),
     ({"workflow": {}}, "workflow", "at least one node"),
-    ({"workflow": "not a dict"}, "workflow", "dictionary"),
+    ({"workflow": "not a dict"}, "workflow", "not json"),
+    ({"workflow": "[1, 2]"}, "workflow", "dictionary"),
     ({"workflow": WF, "images": [{"name": "../x.png", "image": "aGk="}]}, "images[0].name", "plain file name"),
     ({"workflow": WF, "images": [{"name": "x.png"}]}, "images[0].image", "required"),
     ({"workflow": WF, "images": [{"name": "x.png", "image": "aGk=", "type": "png"}]}, "images[0].type",
@@ -78,3 +79,29 @@ def test_too_many_nodes_refused_up_front():
     with pytest.raises(WorkerError) as info:
         parse_job_input({"workflow": wf})
     assert info.value.details["errors"] == [{"field": "workflow", "problem": "6000 nodes, limit 5000"}]
+
+
+@pytest.mark.parametrize("raw, field, suggestion", [
+    ({"workflow": WF, "ouput_config": {}}, "ouput_config", "output_config"),
+    ({"workflow": WF, "image": []}, "image", "images"),
+    ({"workflow": WF, "output_config": {"fromat": "png"}}, "output_config.fromat", "output_config.format"),
+    ({"workflow": WF, "images": [{"name": "a.png", "image": "aGk=", "nme": "b"}]}, "images[0].nme", "images[0].name"),
+    ({"workflow": WF, "execution_config": {"dryrun": True}}, "execution_config.dryrun", "execution_config.dry_run"),
+])
+def test_unknown_field_suggests_the_known_one(raw, field, suggestion):
+    with pytest.raises(WorkerError) as info:
+        parse_job_input(raw)
+    [entry] = [e for e in info.value.details["errors"] if e["field"] == field]
+    assert entry["suggestion"] == suggestion and repr(suggestion.rsplit(".", 1)[-1].split("]")[-1]) in entry["problem"]
+
+
+def test_unknown_field_far_from_any_has_no_suggestion():
+    with pytest.raises(WorkerError) as info:
+        parse_job_input({"workflow": WF, "seed": 5})
+    assert info.value.details["errors"] == [{"field": "seed", "problem": "unknown field"}]
+
+
+def test_workflow_as_json_string_is_parsed_with_a_warning():
+    warnings: list[str] = []
+    assert parse_job_input({"workflow": json.dumps(WF)}, warnings=warnings).workflow == WF
+    assert warnings == ["workflow was sent as a string of JSON; it was parsed (send an object)"]

@@ -7,6 +7,7 @@ import io
 
 from PIL import Image
 
+from comfy_run import outputs_with_data
 from .workerkit import boot_runtime, empty_image_workflow, error_of, files_under, run
 
 
@@ -22,8 +23,8 @@ def test_each_set_runs_and_outputs_are_grouped(tmp_path):
         result = run(runtime, settings, {"workflow": wf, "inputs": [{"1.color": 0xFF0000}, {"1.color": 0x00FF00},
                                                                     {"1.color": 0x0000FF}]}, progress=progress)
         assert "error" not in result, result
-        assert [o["item"] for o in result["outputs"]] == [0, 1, 2]
-        assert [pixel(o) for o in result["outputs"]] == [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+        assert [o["item"] for o in outputs_with_data(result)] == [0, 1, 2]
+        assert [pixel(o) for o in outputs_with_data(result)] == [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
         assert [i["status"] for i in result["items"]] == ["COMPLETED"] * 3
         assert len({i["prompt_id"] for i in result["items"]}) == 3
         percents = [p["percent"] for p in progress]
@@ -59,7 +60,7 @@ def test_one_failed_item_keeps_the_others(tmp_path):
         assert "error" not in result, result
         assert [i["status"] for i in result["items"]] == ["FAILED", "COMPLETED"]
         assert result["items"][0]["error"]["code"] == "EXECUTION_ERROR"
-        assert [o["item"] for o in result["outputs"]] == [1]
+        assert [o["item"] for o in outputs_with_data(result)] == [1]
         assert any("item 0 failed" in w for w in result["warnings"])
     finally:
         runtime.shutdown()

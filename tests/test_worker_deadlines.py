@@ -10,6 +10,7 @@ import time
 
 from PIL import Image
 
+from comfy_run import outputs_with_data
 from comfy_worker.app import create_worker
 from comfy_worker.job import run_job
 from comfy_worker.settings import Settings
@@ -94,7 +95,7 @@ def test_oom_that_free_cures_completes_with_a_warning(tmp_path):
         faults(runtime, oom_on_node="EmptyImage", oom_until_free=True)
         result = run(runtime, settings, {"workflow": empty_image_workflow()})
         assert "error" not in result, result
-        assert len(result["outputs"]) == 1
+        assert len(outputs_with_data(result)) == 1
         assert any("ran out of GPU memory once" in w for w in result["warnings"])
         assert "free_memory" in result["timings"]
         assert free_calls(runtime) == [{"unload_models": True, "free_memory": True}]
@@ -163,7 +164,7 @@ def test_overlapping_jobs_never_mix_outputs_or_events(tmp_path):
         results, progress = asyncio.run(scenario())
         for i, (result, color) in enumerate(zip(results, colors)):
             assert "error" not in result, result
-            [entry] = result["outputs"]
+            [entry] = outputs_with_data(result)
             pixel = Image.open(io.BytesIO(base64.b64decode(entry["data"]))).convert("RGB").getpixel((0, 0))
             assert pixel == ((color >> 16) & 255, (color >> 8) & 255, color & 255)
             assert all(p["prompt_id"] == result["prompt_id"] for p in progress[i])

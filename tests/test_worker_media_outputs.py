@@ -7,6 +7,7 @@ import hashlib
 
 import pytest
 
+from comfy_run import outputs_with_data
 from .workerkit import boot_runtime, real_comfyui, run
 
 TARGETS = ["emulator"] + (["real"] if real_comfyui() else [])
@@ -30,13 +31,13 @@ def test_video_audio_text_and_animation_all_returned(tmp_path, target):
     try:
         result = run(runtime, settings, {"workflow": MIXED})
         assert "error" not in result, result
-        by_node = {o["node_id"]: o for o in result["outputs"]}
-        assert set(by_node) == {"2", "4", "6", "7"}, result["outputs"]
+        by_node = {o["node_id"]: o for o in outputs_with_data(result)}
+        assert set(by_node) == {"2", "4", "6", "7"}, outputs_with_data(result)
         assert by_node["2"]["mime_type"] == "image/webp"
         assert by_node["4"]["kind"] == "audio" and by_node["4"]["mime_type"].startswith("audio/")
         assert by_node["6"]["kind"] == "video" and by_node["6"]["mime_type"].startswith("video/")
         assert by_node["7"]["kind"] == "text" and by_node["7"]["text"] == "a caption from the workflow"
-        for entry in result["outputs"]:
+        for entry in outputs_with_data(result):
             if entry["kind"] != "text":
                 data = base64.b64decode(entry["data"])
                 assert len(data) == entry["size"] > 0

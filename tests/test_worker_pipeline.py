@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
 import pytest
 from PIL import Image
+
+from comfy_run import outputs_with_data
 
 from .workerkit import (boot_runtime, empty_image_workflow, error_of, files_under, invert_workflow, png_b64,
                         real_comfyui, run)
@@ -35,7 +38,7 @@ def test_image_in_transform_out(worker):
     result = run(runtime, settings, {"workflow": invert_workflow(), "images": [{"name": "in.png",
                  "image": png_b64((32, 24), (10, 200, 30))}]}, progress=progress)
     assert "error" not in result, result
-    [entry] = result["outputs"]
+    [entry] = outputs_with_data(result)
     assert entry["node_id"] == "3" and entry["kind"] == "image" and entry["mime_type"] == "image/png"
     assert (entry["width"], entry["height"]) == (32, 24)
     img = decode(entry).convert("RGB")
@@ -65,10 +68,10 @@ def test_identical_jobs_each_get_their_output(worker):
     second = run(runtime, settings, {"workflow": wf}, job_id="same")
     for result in (first, second):
         assert "error" not in result, result
-        [entry] = result["outputs"]
+        [entry] = outputs_with_data(result)
         assert decode(entry).convert("RGB").getpixel((0, 0)) == (0, 255, 0)
     # Same pixels; the files differ only in the prompt ComfyUI embeds in the PNG.
-    assert decode(first["outputs"][0]).tobytes() == decode(second["outputs"][0]).tobytes()
+    assert decode(outputs_with_data(first)[0]).tobytes() == decode(outputs_with_data(second)[0]).tobytes()
 
 
 def test_upstream_nodes_stay_cached(worker):
@@ -169,3 +172,15 @@ def test_three_problems_one_error_and_nothing_reaches_comfyui(worker):
     assert ("6", "missing_node_type") in found and ("4", "value_smaller_than_min") in found
     assert any(node == "2" for node, _ in found), found
     assert uploads == [], "nothing may be uploaded or queued before the graph is valid"
+
+
+def test_a_512_png_travels_once_in_the_result(worker):
+    """Each output's bytes once per result: the image's base64 in `images` (where worker-comfyui's clients
+    read it), its `outputs` entry pointing there."""
+    runtime, settings, _ = worker
+    result = run(runtime, settings, {"workflow": empty_image_workflow(width=512, height=512)})
+    [entry], [image] = result["outputs"], result["images"]
+    assert (entry["width"], entry["height"]) == (512, 512) and entry["data_in"] == "images[0]"
+    assert "data" not in entry and image["type"] == "base64"
+    text = json.dumps(result)
+    assert text.count(image["data"]) == 1 and len(text) < len(image["data"]) + 3000

@@ -14,6 +14,7 @@ import sys
 import pytest
 from PIL import Image
 
+from comfy_run import outputs_with_data
 from comfy_worker_dev.localserver import LocalWorkerServer
 from tests.workerkit import ROOT as REPO_ROOT
 
@@ -33,7 +34,7 @@ def test_runsync_with_test_input(server):
     job = json.loads((REPO_ROOT / "test_input.json").read_text())
     answer = server.runsync(job["input"])
     assert answer["status"] == "COMPLETED", answer
-    [entry] = answer["output"]["outputs"]
+    [entry] = outputs_with_data(answer["output"])
     img = Image.open(io.BytesIO(base64.b64decode(entry["data"]))).convert("RGB")
     assert img.size == (128, 128)
     # test_input.json's image: blue field with a yellow square, inverted.
@@ -46,7 +47,7 @@ def test_run_then_status(server):
     assert queued["status"] == "IN_PROGRESS" and queued["id"].startswith("test-")
     done = server.status(queued["id"])
     assert done["status"] == "COMPLETED"
-    img = Image.open(io.BytesIO(base64.b64decode(done["output"]["outputs"][0]["data"]))).convert("RGB")
+    img = Image.open(io.BytesIO(base64.b64decode(outputs_with_data(done["output"])[0]["data"]))).convert("RGB")
     assert img.getpixel((0, 0)) == (0, 0, 255)
 
 
@@ -66,7 +67,8 @@ def test_bad_input_is_invalid_input(server):
     answer = server.runsync({"workflow": empty_image_workflow(), "imagez": []})
     error = json.loads(answer["error"])
     assert answer["status"] == "FAILED" and error["code"] == "INVALID_INPUT"
-    assert error["details"]["errors"] == [{"field": "imagez", "problem": "unknown field"}]
+    assert error["details"]["errors"] == [{"field": "imagez", "problem": "unknown field; did you mean 'images'?",
+                                           "suggestion": "images"}]
 
 
 def test_single_job_mode_with_test_input(tmp_path):

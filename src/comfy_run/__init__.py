@@ -3,10 +3,10 @@ cancel on Ctrl-C, save every output, and explain failures. `python -m comfy_run 
 
 from .backends import FINAL, Backend, BackendError, LocalBackend, RunPodBackend
 from .display import ProgressDisplay, describe_error
-from .outcome import Outcome, parse_error
+from .outcome import Outcome, entry_data, outputs_with_data, parse_error
 from .runner import run_workflow
 from .spec import JobSpec, UsageError, parse_image, parse_override
 
 __all__ = ["FINAL", "Backend", "BackendError", "JobSpec", "LocalBackend", "Outcome", "ProgressDisplay",
-           "RunPodBackend", "UsageError", "describe_error", "parse_error", "parse_image", "parse_override",
+           "RunPodBackend", "UsageError", "describe_error", "entry_data", "outputs_with_data", "parse_error", "parse_image", "parse_override",
            "run_workflow"]

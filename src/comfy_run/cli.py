@@ -22,6 +22,7 @@ EPILOG = """examples:
   RUNPOD_API_KEY=... python -m comfy_run workflow.json --endpoint abc123 \\
       --image example.png=./cat.png --set "6.text=a cat" --set "3.steps=30" --out outputs/
   python -m comfy_run workflow.json --local http://127.0.0.1:8000
+  comfy-run test_input.json --local http://localhost:8000      # a job file: its images come along
 
 exit codes: 0 completed, 1 failed, 2 bad arguments or endpoint unreachable, 130 cancelled (Ctrl-C)"""
 
@@ -29,7 +30,10 @@ exit codes: 0 completed, 1 failed, 2 bad arguments or endpoint unreachable, 130 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="comfy-run", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("workflow", type=Path, help="workflow JSON (API or UI format, or a job file)")
+    parser.add_argument("workflow", type=Path,
+                        help="a job file ({\"input\": {...}}, e.g. test_input.json or docs/examples/*.request.json: "
+                             "its images, inputs, output and execution config are sent too), or a workflow in "
+                             "ComfyUI's API or UI format; the options below override the file")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--endpoint", default=os.environ.get("RUNPOD_ENDPOINT_ID"),
                        help="RunPod endpoint id (default $RUNPOD_ENDPOINT_ID); the key comes from $RUNPOD_API_KEY")
@@ -61,14 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         images = dict(parse_image(text) for text in args.image)
         spec = JobSpec.from_files(args.workflow, images=images, overrides=args.overrides)
-        execution = {}
-        if args.dry_run:
-            execution["dry_run"] = True
-        if args.randomize_seeds:
-            execution["randomize_seeds"] = True
-        if execution:
-            spec.extra["execution_config"] = execution
-        request = {"policy": {"executionTimeout": args.timeout * 1000}} if args.timeout else {}
+        spec.set_execution(**({"dry_run": True} if args.dry_run else {}),
+                           **({"randomize_seeds": True} if args.randomize_seeds else {}))
+        request = dict(spec.request)
+        if args.timeout:
+            policy = request.get("policy") if isinstance(request.get("policy"), dict) else {}
+            request["policy"] = {**policy, "executionTimeout": args.timeout * 1000}
         backend = make_backend(args)
     except (UsageError, BackendError) as exc:
         log.error("error: %s", exc)

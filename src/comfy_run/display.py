@@ -82,10 +82,8 @@ def describe_error(payload: dict[str, Any]) -> list[str]:
     for model in details.get("missing_models", []) if isinstance(details.get("missing_models"), list) else []:
         if isinstance(model, dict) and model.get("closest"):
             lines.append(f"  instead of {model.get('name', model.get('value'))}: maybe {', '.join(model['closest'])}")
-    tail = details.get("log_tail")
-    if isinstance(tail, list) and tail:
-        lines.append("  ComfyUI's last log lines:")
-        lines.extend(f"    {line}" for line in tail[-10:])
+    if code == ErrorCode.COMFYUI_UNAVAILABLE.value:
+        lines.append("  ComfyUI's last log lines are in the worker's log, under this job's id")
     try:
         info = CATALOGUE[ErrorCode(code)]
     except ValueError:

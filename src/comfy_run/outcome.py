@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,30 @@ def _unique(folder: Path, name: str) -> Path:
     return path
 
 
+_DATA_IN = re.compile(r"^images\[(\d+)\]$")
+
+
+def entry_data(output: dict[str, Any], entry: dict[str, Any]) -> str | None:
+    """An output's base64: in the entry, or in the `images` entry its `data_in` names (images travel once)."""
+    if entry.get("data") is not None:
+        return str(entry["data"])
+    match = _DATA_IN.match(str(entry.get("data_in") or ""))
+    images = output.get("images") or []
+    if match and int(match.group(1)) < len(images):
+        data = images[int(match.group(1))].get("data")
+        return str(data) if data is not None else None
+    return None
+
+
+def outputs_with_data(output: dict[str, Any]) -> list[dict[str, Any]]:
+    """A result's `outputs`, each inline entry with its base64 in `data` wherever the result keeps it."""
+    entries = []
+    for entry in output.get("outputs") or []:
+        data = entry_data(output, entry)
+        entries.append({**entry, "data": data} if data is not None else dict(entry))
+    return entries
+
+
 @dataclass
 class Outcome:
     job_id: str
@@ -65,7 +90,7 @@ class Outcome:
             path = _unique(folder, "dry-run.json")
             path.write_text(json.dumps(output, indent=2, ensure_ascii=False))
             return [path]
-        for index, entry in enumerate(output.get("outputs", [])):
+        for index, entry in enumerate(outputs_with_data(output)):
             # Only the name: a result never decides where on this machine a file lands.
             name = Path(entry.get("filename") or "").name
             if entry.get("kind") == "text" or entry.get("text") is not None:

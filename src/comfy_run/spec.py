@@ -38,34 +38,81 @@ def parse_image(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
-def load_workflow(path: Path) -> dict[str, Any]:
-    """A workflow file in API or UI format, or a job file (`{"input": {"workflow": …}}`)."""
+# Fields of a RunPod request beside `input` that a job file may carry; the client sends them on.
+REQUEST_FIELDS = ("webhook", "policy", "s3Config")
+
+
+def _read_json(path: Path) -> Any:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise UsageError(f"cannot read the workflow file {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise UsageError(f"{path} is not JSON: {exc}") from None
-    if isinstance(data, dict) and isinstance(data.get("input"), dict) and "workflow" in data["input"]:
-        data = data["input"]["workflow"]
-    elif isinstance(data, dict) and isinstance(data.get("workflow"), dict) and "nodes" not in data:
-        data = data["workflow"]
-    if not isinstance(data, dict) or not data:
+
+
+def load_job(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(job input, request fields) of a file: a job file (`{"input": {...}}`, as test_input.json and
+    docs/examples/*.request.json), a bare job input (`{"workflow": ..., "images": ...}`), or a workflow in
+    ComfyUI's API or UI format. A job file's `input` may be a JSON string, as RunPod callers sometimes send."""
+    data = _read_json(path)
+    request: dict[str, Any] = {}
+    if isinstance(data, dict) and "input" in data:
+        request = {key: data[key] for key in REQUEST_FIELDS if key in data}
+        data = data["input"]
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError as exc:
+                raise UsageError(f"{path}: `input` is a string that is not JSON: {exc}") from None
+        if not isinstance(data, dict) or "workflow" not in data:
+            raise UsageError(f"{path}: `input` holds no `workflow`")
+        job_input = dict(data)
+    elif isinstance(data, dict) and "workflow" in data and "nodes" not in data:
+        job_input = dict(data)
+    else:
+        job_input = {"workflow": data}
+    workflow = job_input.get("workflow")
+    if not workflow or not isinstance(workflow, (dict, str)):
         raise UsageError(f"{path} holds no workflow (expected ComfyUI's API or UI format)")
-    return data
+    return job_input, request
+
+
+def load_workflow(path: Path) -> dict[str, Any]:
+    """Only the workflow of a file `load_job` reads."""
+    workflow = load_job(path)[0]["workflow"]
+    if isinstance(workflow, str):
+        try:
+            workflow = json.loads(workflow)
+        except ValueError as exc:
+            raise UsageError(f"{path}: `workflow` is a string that is not JSON: {exc}") from None
+    if not isinstance(workflow, dict) or not workflow:
+        raise UsageError(f"{path} holds no workflow (expected ComfyUI's API or UI format)")
+    return workflow
 
 
 @dataclass
 class JobSpec:
-    workflow: dict[str, Any]
+    """A job input: what a file holds, with command-line images and `--set` values over it."""
+
+    workflow: dict[str, Any] | str
     images: dict[str, bytes] = field(default_factory=dict)
     inputs: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    file_images: list[Any] = field(default_factory=list)
+    file_inputs: dict[str, Any] | list[Any] | None = None
+    request: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_files(cls, workflow: str | Path, *, images: dict[str, str | Path] | None = None,
                    overrides: list[str] | None = None) -> JobSpec:
-        spec = cls(load_workflow(Path(workflow)))
+        job_input, request = load_job(Path(workflow))
+        rest = {k: v for k, v in job_input.items() if k not in {"workflow", "images", "inputs"}}
+        file_images = job_input.get("images") or []
+        if not isinstance(file_images, list):
+            raise UsageError(f"{workflow}: `images` must be a list of {{\"name\", \"image\"}}")
+        spec = cls(job_input["workflow"], extra=rest, file_images=list(file_images),
+                   file_inputs=job_input.get("inputs"), request=request)
         for name, path in (images or {}).items():
             try:
                 spec.images[name] = Path(path).read_bytes()
@@ -76,12 +123,30 @@ class JobSpec:
             spec.inputs[key] = value
         return spec
 
+    def set_execution(self, **options: Any) -> None:
+        """Command-line execution options over the file's `execution_config`."""
+        if options:
+            current = self.extra.get("execution_config")
+            self.extra["execution_config"] = {**(current if isinstance(current, dict) else {}), **options}
+
     def job_input(self) -> dict[str, Any]:
         body: dict[str, Any] = {"workflow": self.workflow}
-        if self.images:
-            body["images"] = [{"name": name, "image": base64.b64encode(data).decode("ascii")}
-                              for name, data in self.images.items()]
-        if self.inputs:
-            body["inputs"] = dict(self.inputs)
+        # An image given on the command line replaces the file's image of the same name.
+        images = [i for i in self.file_images if not (isinstance(i, dict) and i.get("name") in self.images)]
+        images += [{"name": name, "image": base64.b64encode(data).decode("ascii")}
+                   for name, data in self.images.items()]
+        if images:
+            body["images"] = images
+        inputs = self._merged_inputs()
+        if inputs:
+            body["inputs"] = inputs
         body.update(self.extra)
         return body
+
+    def _merged_inputs(self) -> dict[str, Any] | list[Any] | None:
+        """The file's `inputs` with `--set` values over them; in a batch, over every input set."""
+        if isinstance(self.file_inputs, list):
+            return [{**item, **self.inputs} if isinstance(item, dict) else item for item in self.file_inputs]
+        if isinstance(self.file_inputs, dict):
+            return {**self.file_inputs, **self.inputs}
+        return dict(self.inputs) if self.inputs else self.file_inputs

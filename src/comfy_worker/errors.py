@@ -45,7 +45,8 @@ CATALOGUE: dict[ErrorCode, CodeInfo] = {
         "Fix the fields listed in `details.errors` and send the job again."),
     ErrorCode.INVALID_WORKFLOW: CodeInfo(
         False, "ComfyUI (or the pre-flight check) refused the workflow graph.",
-        "Fix the nodes listed in `details.node_errors`; each names the node id, class type and input."),
+        "Fix the problems listed in `details.problems`; each names the node id, class type and input, and a "
+        "`suggestion` when a known node type or value is close."),
     ErrorCode.MISSING_MODELS: CodeInfo(
         False, "The workflow names model files that this worker does not have.",
         "Add the files to the image or network volume, or pick one of `details.missing_models[].closest`."),

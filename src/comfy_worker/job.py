@@ -25,8 +25,8 @@ from .media.outputs import Collected, collect_outputs
 from .media.staging import StagingPlan, check_images, stage
 from .prepare import prepare
 from .progress import BatchProgress, ProgressTracker, Sender
-from .schema import JobInput, S3Config, parse_job_input, parse_s3_config
 from .redaction import JOBS_SUBFOLDER
+from .schema import JobInput, S3Config, parse_job_input, parse_s3_config
 from .settings import Settings
 from .storage.s3 import s3_target
 from .timings import Timings
@@ -107,11 +107,8 @@ class Job:
     def _parse(self) -> float | None:
         """The request, checked whole; the job's time limit is the request's (capped) or the operator's."""
         with self.timings.stage("parse"):
-            self.request = parse_job_input(self.raw.get("input"), max_depth=self.settings.max_input_depth,
-                                           max_nodes=self.settings.max_workflow_nodes,
-                                           max_bytes=self.settings.max_request_bytes,
-                                           max_text=self.settings.max_text_chars,
-                                           max_workflow=self.settings.max_workflow_bytes)
+            self.request = parse_job_input(self.raw.get("input"), **self.settings.input_limits(),
+                                           warnings=self.warnings)
             self.s3_config = parse_s3_config(self.raw.get("s3Config"))
             check_images(self.request.images, max_count=self.settings.max_input_images)
             check_delivery_options(self.request.output_config, self.s3_config, self.settings)
@@ -194,9 +191,11 @@ class Job:
             prompt.outcome, prompt.error = outcome, outcome.error
 
     async def _submit(self, prompt: Prompt, batch: bool) -> None:
+        assert self.request is not None
         try:
             warnings = await asyncio.to_thread(self.comfy.submit, prompt.prompt_id, prompt.resolved.graph,
-                                               prompt.resolved.output_nodes)
+                                               prompt.resolved.output_nodes,
+                                               self.request.comfy_extra_data(self.settings.comfy_org_api_key))
         except WorkerError as err:
             if not batch or err.code is ErrorCode.COMFYUI_UNAVAILABLE:
                 raise
@@ -289,7 +288,9 @@ def _all_failed(failed: list[Prompt], count: int) -> WorkerError:
     first = failed[0].error
     assert first is not None
     items = [{"index": p.index, "prompt_id": p.prompt_id, **p.error.payload()} for p in failed if p.error]
-    return WorkerError(first.code, f"all {count} items of the batch failed; item 0: {first.message}", {"items": items},
+    # The first item's details keep the shape its code has; `items` adds every item's own error.
+    return WorkerError(first.code, f"all {count} items of the batch failed; item 0: {first.message}",
+                       {**first.details, "items": items},
                        refresh_worker=any(p.error.refresh_worker for p in failed if p.error))
 
 

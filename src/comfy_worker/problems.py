@@ -3,16 +3,32 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any
 
 from .errors import ErrorCode, WorkerError
 
 
+def closest(name: str, known: Iterable[str]) -> str | None:
+    """The known name `name` was most likely meant to be (a typo, a wrong case), or None when none is close."""
+    names = [k for k in known if isinstance(k, str)]
+    by_case = {k.lower(): k for k in names}
+    if name.lower() in by_case:
+        return by_case[name.lower()]
+    found = difflib.get_close_matches(name, names, n=1, cutoff=0.8)
+    return found[0] if found else None
+
+
 def problem(node_id: str | None, class_type: str | None, kind: str | None, input_name: str | None,
-            message: str | None, details: Any) -> dict[str, Any]:
-    """One problem: the node (id and class type) and input it concerns, its kind, and what is wrong."""
-    return {"node_id": node_id, "class_type": class_type, "type": kind, "input_name": input_name,
-            "message": message, "details": details}
+            message: str | None, details: Any, suggestion: str | None = None) -> dict[str, Any]:
+    """One problem: the node (id and class type) and input it concerns, its kind, and what is wrong; with a
+    `suggestion` (the node type or input probably meant) when there is one."""
+    found = {"node_id": node_id, "class_type": class_type, "type": kind, "input_name": input_name,
+             "message": message, "details": details}
+    if suggestion is not None:
+        found["suggestion"] = suggestion
+    return found
 
 
 def flatten_node_errors(node_errors: dict[str, Any], workflow: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -29,7 +45,10 @@ def flatten_node_errors(node_errors: dict[str, Any], workflow: dict[str, Any] | 
     return flat
 
 
-def invalid_workflow(message: str, problems: list[dict[str, Any]], **details: Any) -> WorkerError:
-    """INVALID_WORKFLOW, always with `details.problems` (each in `problem`'s shape), whatever found it."""
-    return WorkerError(ErrorCode.INVALID_WORKFLOW, message, {**details, "problems": problems})
+def invalid_workflow(message: str, problems: list[dict[str, Any]], *, source: str = "conversion",
+                     **details: Any) -> WorkerError:
+    """INVALID_WORKFLOW in the one shape every path gives it: `source`, `problems` (each in `problem`'s
+    shape) and ComfyUI's `node_errors` (empty when ComfyUI was not asked)."""
+    return WorkerError(ErrorCode.INVALID_WORKFLOW, message,
+                       {"node_errors": {}, **details, "source": source, "problems": problems})
 

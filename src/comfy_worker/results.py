@@ -53,7 +53,7 @@ def summary(result: dict[str, Any]) -> str:
     items = []
     for entry in result.get("outputs", []):
         size = f" {entry['width']}x{entry['height']}" if entry.get("width") else ""
-        where = entry.get("storage") or ("inline" if "data" in entry else "text")
+        where = entry.get("storage") or ("inline" if "data" in entry or "data_in" in entry else "text")
         items.append(f"{entry.get('node_id')}:{entry.get('kind')}{size} {entry.get('filename') or ''} "
                      f"{entry.get('size')}B {where}".replace("  ", " "))
     return "[" + ", ".join(items) + "]"

@@ -5,10 +5,12 @@ These models are the single source of the JSON Schemas in ``docs/schema/``.
 
 from __future__ import annotations
 
+import difflib
+import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import ErrorCode, WorkerError, invalid_input
 
@@ -148,6 +150,16 @@ class JobInput(_Strict):
                           "docs/workflows.md.")
     output_config: OutputConfig = Field(default_factory=OutputConfig)
     execution_config: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    comfy_org_api_key: SecretStr | None = Field(
+        None, min_length=1, description="Comfy.org API key for ComfyUI's partner API nodes (as worker-comfyui "
+        "reads it), passed to ComfyUI as the prompt's `extra_data.api_key_comfy_org`; never logged or returned. "
+        "Default: the operator's `COMFY_ORG_API_KEY`.")
+
+    def comfy_extra_data(self, operator_key: SecretStr | None) -> dict[str, Any]:
+        """What ComfyUI's nodes get beside the graph: the Comfy.org key for partner API nodes, the request's
+        over the operator's (as worker-comfyui does). It goes to ComfyUI only: never logged or returned."""
+        key = self.comfy_org_api_key or operator_key
+        return {"api_key_comfy_org": key.get_secret_value()} if key is not None else {}
 
     @field_validator("workflow")
     @classmethod
@@ -178,7 +190,11 @@ class OutputEntry(BaseModel):
     width: int | None = None
     height: int | None = None
     duration: float | None = Field(None, description="Seconds, for audio and video whose header tells it.")
-    data: str | None = Field(None, description="Base64 of the file, when delivered inline.")
+    data: str | None = Field(None, description="Base64 of the file, when delivered inline (not for images: see "
+                                               "`data_in`).")
+    data_in: str | None = Field(None, description="Where this output's base64 is, when it is in the compatible "
+                                "`images` list instead of here (`images[0]`): each image's bytes travel once.",
+                                pattern=r"^images\[\d+\]$")
     text: str | None = Field(None, description="The text, for `kind: text`.")
     url: str | None = Field(None, description="Where to download it, when delivered to storage.")
     storage: Literal["s3", "gdrive"] | None = Field(None, description="Storage the file was delivered to.")
@@ -266,6 +282,91 @@ class ErrorPayload(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------------
+# The shape of `details`, per error code: every path that fails with a code gives its details this shape
+# (the JSON Schema of ErrorPayload says so per code; fields beyond these may be added, never removed).
+
+
+class _Details(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="The request field, e.g. `images[0].name` or `inputs.6.text`.")
+    problem: str
+    suggestion: str | None = Field(None, description="The field probably meant, when the name is unknown but "
+                                   "close to a known one.")
+
+
+class InvalidInputDetails(_Details):
+    errors: list[FieldError] = Field(min_length=1)
+
+
+class WorkflowProblem(BaseModel):
+    node_id: str | None
+    class_type: str | None
+    type: str | None = Field(description="Kind of problem (`missing_node_type`, `value_not_in_list`, ...).")
+    input_name: str | None
+    message: str | None
+    details: Any = None
+    suggestion: str | None = Field(None, description="The node type or value probably meant (an unknown "
+                                   "`ImageInvertt`: `ImageInvert`).")
+
+
+class WorkflowDetails(_Details):
+    """INVALID_WORKFLOW, MISSING_MODELS and POLICY_VIOLATION: what found the problems, and every one of them."""
+
+    source: Literal["preflight", "comfyui", "conversion"] = Field(
+        description="Who refused the graph: the worker's pre-flight check, ComfyUI itself, or the UI→API "
+                    "conversion.")
+    problems: list[WorkflowProblem] = Field(min_length=1)
+    node_errors: dict[str, Any] = Field(description="ComfyUI's own per-node errors (empty when ComfyUI was not "
+                                        "asked or named no node).")
+
+
+class NodeFailureDetails(_Details):
+    """EXECUTION_ERROR and OUT_OF_MEMORY: the node that raised, and what."""
+
+    node_id: str | None
+    class_type: str | None
+    exception_type: str
+    exception_message: str
+    traceback: list[str]
+
+
+class UnavailableDetails(_Details):
+    """COMFYUI_UNAVAILABLE: the message says what happened (ComfyUI's exit code and its last line when it exited
+    during this job). ComfyUI's log holds every job's lines: its tail goes to the worker's log, never here."""
+
+    prompt_id: str | None = Field(None, description="The prompt that was running, when one was.")
+    input: str | None = Field(None, description="The input that could not be handed to ComfyUI.")
+
+
+class TimeoutDetails(_Details):
+    timeout: float = Field(description="The limit that passed, in seconds.")
+    prompt_ids: list[str]
+    comfyui_restarted: bool
+
+
+class TooLargeDetails(_Details):
+    inline_bytes: int
+    limit_bytes: int
+    outputs: list[dict[str, Any]]
+
+
+ERROR_DETAILS: dict[ErrorCode, type[BaseModel]] = {
+    ErrorCode.INVALID_INPUT: InvalidInputDetails,
+    ErrorCode.INVALID_WORKFLOW: WorkflowDetails,
+    ErrorCode.MISSING_MODELS: WorkflowDetails,
+    ErrorCode.POLICY_VIOLATION: WorkflowDetails,
+    ErrorCode.EXECUTION_ERROR: NodeFailureDetails,
+    ErrorCode.OUT_OF_MEMORY: NodeFailureDetails,
+    ErrorCode.COMFYUI_UNAVAILABLE: UnavailableDetails,
+    ErrorCode.TIMEOUT: TimeoutDetails,
+    ErrorCode.OUTPUT_TOO_LARGE: TooLargeDetails,
+}
+
+
+# ------------------------------------------------------------------------------------------------
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -343,9 +444,32 @@ def check_input_shape(raw: Any, *, max_depth: int, max_nodes: int, max_bytes: in
         raise invalid_input("workflow", f"{count} nodes, limit {max_nodes}", message=f"workflow: {count} nodes, more than the limit of {max_nodes}")
 
 
+def decode_json_strings(raw: Any, warnings: list[str]) -> Any:
+    """`input`, or its `workflow`, sent as a string of JSON (worker-comfyui accepts both) as an object, with a
+    warning in the result; a string that is not JSON is INVALID_INPUT naming the field."""
+    if isinstance(raw, str):
+        raw = _loads("input", raw)
+        warnings.append("input was sent as a string of JSON; it was parsed (send an object)")
+    if isinstance(raw, dict) and isinstance(raw.get("workflow"), str):
+        raw = {**raw, "workflow": _loads("workflow", raw["workflow"])}
+        warnings.append("workflow was sent as a string of JSON; it was parsed (send an object)")
+    return raw
+
+
+def _loads(name: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise invalid_input(name, f"a string that is not JSON ({exc})",
+                            message=f"{name} is a string but not JSON: {exc}") from None
+
+
 def parse_job_input(raw: Any, *, max_depth: int = 64, max_nodes: int = 5000, max_bytes: int | None = None,
-                    max_text: int | None = None, max_workflow: int | None = None) -> JobInput:
-    """Validate ``job["input"]``; every problem is reported with the field it belongs to."""
+                    max_text: int | None = None, max_workflow: int | None = None,
+                    warnings: list[str] | None = None) -> JobInput:
+    """Validate ``job["input"]``; every problem is reported with the field it belongs to (and, for an unknown
+    field, the known one it was probably meant to be)."""
+    raw = decode_json_strings(raw, warnings if warnings is not None else [])
     if not isinstance(raw, dict):
         raise invalid_input("input", f"got {type(raw).__name__}", message="job input must be a JSON object")
     check_input_shape(raw, max_depth=max_depth, max_nodes=max_nodes, max_bytes=max_bytes, max_text=max_text,
@@ -353,18 +477,50 @@ def parse_job_input(raw: Any, *, max_depth: int = 64, max_nodes: int = 5000, max
     try:
         return JobInput.model_validate(raw)
     except ValidationError as exc:
-        errors = []
-        for err in exc.errors(include_url=False):
-            problem = err["msg"]
-            if err["type"] == "extra_forbidden":
-                problem = "unknown field"
-            elif err["type"] == "missing":
-                problem = "required field is missing"
-            errors.append({"field": _loc(tuple(err["loc"])), "problem": problem})
+        errors = [_field_error(err) for err in exc.errors(include_url=False)]
         summary = "; ".join(f"{e['field']}: {e['problem']}" for e in errors[:5])
         if len(errors) > 5:
             summary += f"; and {len(errors) - 5} more"
         raise WorkerError(ErrorCode.INVALID_INPUT, f"invalid job input: {summary}", {"errors": errors}) from None
+
+
+def _field_error(err: Any) -> dict[str, str]:
+    """One entry of INVALID_INPUT's `details.errors`: `field`, `problem`, and `suggestion` when a field name
+    is unknown but close to a known one."""
+    loc = tuple(err["loc"])
+    if err["type"] == "extra_forbidden":
+        entry = {"field": _loc(loc), "problem": "unknown field"}
+        close = difflib.get_close_matches(str(loc[-1]), _known_fields(loc[:-1]), n=1, cutoff=0.6)
+        if close:
+            entry["suggestion"] = _loc((*loc[:-1], close[0]))
+            entry["problem"] = f"unknown field; did you mean {close[0]!r}?"
+        return entry
+    problem = "required field is missing" if err["type"] == "missing" else err["msg"]
+    return {"field": _loc(loc), "problem": problem}
+
+
+def _known_fields(parent: tuple[Any, ...]) -> list[str]:
+    """Field names of the model at `parent` (a pydantic error location under JobInput)."""
+    model: Any = JobInput
+    for part in parent:
+        if isinstance(part, int):
+            continue
+        info = getattr(model, "model_fields", {}).get(part)
+        if info is None:
+            return []
+        model = _model_of(info.annotation)
+    return list(getattr(model, "model_fields", {}))
+
+
+def _model_of(annotation: Any) -> Any:
+    """The BaseModel inside an annotation such as `list[InputImage]` or `OutputConfig | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
 
 
 JobResult.model_rebuild()

@@ -147,3 +147,35 @@ def progress_sender(job: dict[str, Any]) -> tuple[Callable[[dict[str, Any]], Non
         return (lambda payload: log.debug("progress %s", json.dumps(payload))), None
     poster = ProgressPoster(job)
     return poster.send, poster
+
+
+# The settings a person starting the worker by hand is most likely to need; README.md lists every one.
+_MAIN_SETTINGS = ("COMFYUI_DIR", "COMFYUI_PYTHON", "COMFYUI_URL", "COMFYUI_EXTRA_ARGS", "LOG_LEVEL",
+                  "MAX_CONCURRENCY", "JOB_TIMEOUT", "DELIVERY_PROVIDER", "INLINE_MAX_BYTES", "BUCKET_ENDPOINT_URL",
+                  "BUCKET_NAME", "COMFY_ORG_API_KEY")
+
+
+def usage() -> str:
+    """`handler.py --help`: the SDK's own flags and the worker's main settings; nothing is started."""
+    import textwrap
+
+    import runpod.serverless
+
+    from .settings import Settings
+
+    sdk_help = runpod.serverless.parser.format_help()
+    flags = sdk_help[sdk_help.find("options:"):].split("\n", 1)[1]  # its usage line would name the SDK's module
+    fields = {env: name for name, env in Settings.env_names().items()}
+    about = ("Runs the ComfyUI worker under the runpod SDK. Without flags it runs ./test_input.json once and "
+             "exits; with --rp_serve_api it serves /runsync, /run and /status on http://localhost:8000. ComfyUI "
+             "is started from COMFYUI_DIR; ./scripts/serve.sh starts the ComfyUI emulator instead when "
+             "COMFYUI_DIR is unset.")
+    lines = ["usage: python handler.py [--rp_serve_api] [--rp_api_host HOST] [--rp_api_port PORT] [...]", "",
+             *textwrap.wrap(about, 100), "", "The runpod SDK's flags:", flags.rstrip(), "",
+             "Main settings (environment variables; README.md lists all of them):"]
+    for env in _MAIN_SETTINGS:
+        field = Settings.model_fields[fields[env]]
+        lines.append(f"  {env}")
+        lines.extend(textwrap.wrap(str(field.description), 100, initial_indent="      ",
+                                   subsequent_indent="      "))
+    return "\n".join(lines) + "\n"

@@ -216,6 +216,12 @@ class Settings(BaseModel):
     def manages_process(self) -> bool:
         return self.comfyui_url is None
 
+    def input_limits(self) -> dict[str, int]:
+        """The limits `schema.parse_job_input` applies to a raw job input, before anything walks it."""
+        return {"max_depth": self.max_input_depth, "max_nodes": self.max_workflow_nodes,
+                "max_bytes": self.max_request_bytes, "max_text": self.max_text_chars,
+                "max_workflow": self.max_workflow_bytes}
+
     @classmethod
     def env_names(cls) -> dict[str, str]:
         """Field name -> environment variable name."""
@@ -312,6 +318,9 @@ class Settings(BaseModel):
                                     "endpoints on loopback, private or other non-public addresses.", False)
     allow_http_urls: bool = _env("ALLOW_HTTP_URLS", "Allow plain http:// input URLs and storage endpoints "
                                  "from requests.", False)
+    comfy_org_api_key: SecretStr | None = _env("COMFY_ORG_API_KEY", "Comfy.org API key for ComfyUI's partner "
+                                               "API nodes, sent with every prompt (`extra_data.api_key_comfy_org`) "
+                                               "unless the request carries `comfy_org_api_key`. Never logged.")
 
 
 class SettingsError(ValueError):

@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from comfy_worker.schema import DryRunResult, ErrorPayload, JobInput, JobResult, ProgressPayload, S3Config
+from comfy_worker.schema import (ERROR_DETAILS, DryRunResult, ErrorPayload, JobInput, JobResult, ProgressPayload,
+                                  S3Config)
 
 from .repo import repo_root
 
@@ -87,8 +88,23 @@ def schema_of(name: str) -> dict[str, Any]:
     mode: Literal["validation", "serialization"] = "validation" if name in {"job-input", "endpoint-request"} \
         else "serialization"
     schema = model.model_json_schema(mode=mode)
+    if name == "error-payload":
+        add_details_by_code(schema)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "$id": f"{name}.schema.json", **schema}
+
+
+def add_details_by_code(schema: dict[str, Any]) -> None:
+    """Each code's `details` shape (schema.ERROR_DETAILS) as `if code is X then details is Y` rules."""
+    defs = schema.setdefault("$defs", {})
+    rules = []
+    for code, model in ERROR_DETAILS.items():
+        sub = model.model_json_schema(mode="serialization", ref_template="#/$defs/{model}")
+        defs.update(sub.pop("$defs", {}))
+        defs[model.__name__] = sub
+        rules.append({"if": {"properties": {"code": {"const": code.value}}},
+                      "then": {"properties": {"details": {"$ref": f"#/$defs/{model.__name__}"}}}})
+    schema["allOf"] = rules
 
 
 def schema_path(name: str) -> Path:

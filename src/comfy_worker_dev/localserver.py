@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +27,29 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def comfyui_env(workdir: Path) -> tuple[dict[str, str], str]:
+    """Environment for a worker run by hand, and what its ComfyUI is: the running one at COMFYUI_URL, the
+    checkout at COMFYUI_DIR (on the CPU without nvidia-smi), else the emulator. Its files go under workdir."""
+    env: dict[str, str] = {}
+    if os.environ.get("COMFYUI_URL"):
+        return env, f"ComfyUI at {os.environ['COMFYUI_URL']}"
+    if os.environ.get("COMFYUI_DIR"):
+        if "COMFYUI_EXTRA_ARGS" not in os.environ and not shutil.which("nvidia-smi"):
+            env["COMFYUI_EXTRA_ARGS"] = "--cpu"
+        label = f"ComfyUI from {os.environ['COMFYUI_DIR']}"
+    else:
+        from .emulator import make_fake_comfyui_dir
+
+        env["COMFYUI_DIR"] = str(make_fake_comfyui_dir(workdir / "comfyui"))
+        env["COMFYUI_PYTHON"] = sys.executable
+        label = "the ComfyUI emulator (set COMFYUI_DIR to use a real ComfyUI)"
+    env.setdefault("COMFYUI_PORT", str(free_port()))
+    # Keep the run's files out of the ComfyUI checkout.
+    for name, sub in (("COMFYUI_INPUT_DIR", "input"), ("COMFYUI_OUTPUT_DIR", "output"), ("COMFYUI_TEMP_DIR", "")):
+        env.setdefault(name, os.environ.get(name) or str(workdir / sub))
+    return env, label
 
 
 class LocalWorkerServer:

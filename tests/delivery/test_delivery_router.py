@@ -13,7 +13,7 @@ import pytest
 from delivery_helpers import ctx, mp4, output, png, text_output, wav
 from PIL import Image
 
-from comfy_worker.delivery import deliver_outputs, describe
+from comfy_worker.delivery import DeliveryResult, deliver_outputs, describe
 from comfy_worker.errors import ErrorCode, WorkerError
 from comfy_worker.media.encode import is_animated, png_text, strip_png_text
 from comfy_worker.schema import JobResult, OutputConfig, StorageConfig
@@ -26,28 +26,39 @@ def _inline(**kwargs: object) -> OutputConfig:
     return OutputConfig(storage=StorageConfig(provider="inline"), **kwargs)
 
 
-def test_inline_delivery_returns_base64_and_compat_images():
-    data = png(10, 7)
-    result = deliver_outputs(ctx(), [output("a.png", data), text_output("hello")], _inline(), None, Settings())
-    image, text = result.entries
-    assert base64.b64decode(image.data) == data and image.url is None
+def inline_bytes(result: DeliveryResult, index: int = 0) -> bytes:
+    """An inline output's bytes, wherever the result keeps its base64 (an image's: in `images` only)."""
+    entry = result.entries[index]
+    if entry.data_in is not None:
+        assert entry.data is None
+        return base64.b64decode(result.images[int(entry.data_in.removeprefix("images[").rstrip("]"))].data)
+    return base64.b64decode(entry.data)
+
+
+def test_inline_delivery_carries_each_image_once():
+    data, audio = png(10, 7), wav(0.2)
+    result = deliver_outputs(ctx(), [output("a.png", data), text_output("hello"), output("a.wav", audio, key="audio")],
+                             _inline(), None, Settings())
+    image, text, sound = result.entries
+    # The image's base64 is in the compatible `images` list only; its `outputs` entry says where.
+    assert image.data is None and image.data_in == "images[0]" and image.url is None
+    assert [(i.filename, i.type, base64.b64decode(i.data)) for i in result.images] == [("a.png", "base64", data)]
     assert (image.width, image.height, image.mime_type, image.size) == (10, 7, "image/png", len(data))
     assert text.text == "hello" and text.kind == "text"
-    assert [(i.filename, i.type, i.data) for i in result.images] == [("a.png", "base64", image.data)]
+    # Other kinds are not in `images`: their base64 stays in `outputs`.
+    assert base64.b64decode(sound.data) == audio and sound.data_in is None
 
 
 def test_original_format_keeps_comfyui_metadata_by_default():
     data = FIXTURE_PNG.read_bytes()
     assert "prompt" in png_text(data)
-    entry = deliver_outputs(ctx(), [output("x.png", data)], _inline(), None, Settings()).entries[0]
-    assert base64.b64decode(entry.data) == data
+    assert inline_bytes(deliver_outputs(ctx(), [output("x.png", data)], _inline(), None, Settings())) == data
 
 
 def test_strip_metadata_in_original_format_keeps_pixels_and_drops_text_chunks():
     data = FIXTURE_PNG.read_bytes()
-    entry = deliver_outputs(ctx(), [output("x.png", data)], _inline(strip_metadata=True), None,
-                            Settings()).entries[0]
-    stripped = base64.b64decode(entry.data)
+    result = deliver_outputs(ctx(), [output("x.png", data)], _inline(strip_metadata=True), None, Settings())
+    entry, stripped = result.entries[0], inline_bytes(result)
     assert png_text(stripped) == {} and b"tEXt" not in stripped
     assert Image.open(io.BytesIO(stripped)).tobytes() == Image.open(io.BytesIO(data)).tobytes()
     assert entry.filename == "x.png" and entry.source_filename is None
@@ -60,8 +71,7 @@ def test_reencoding_changes_format_and_strips_metadata(fmt, mime, suffix, pil):
     data = png(40, 30, workflow=json.dumps({"3": {"class_type": "KSampler"}}), mode="RGBA")
     result = deliver_outputs(ctx(), [output("ComfyUI_0001_.png", data)], _inline(format=fmt, quality=80), None,
                              Settings())
-    entry = result.entries[0]
-    encoded = base64.b64decode(entry.data)
+    entry, encoded = result.entries[0], inline_bytes(result)
     image = Image.open(io.BytesIO(encoded))
     assert image.format == pil and image.size == (40, 30)
     assert entry.mime_type == mime and entry.filename == "ComfyUI_0001_" + suffix
@@ -72,9 +82,9 @@ def test_reencoding_changes_format_and_strips_metadata(fmt, mime, suffix, pil):
 
 def test_reencoding_to_png_can_keep_metadata_on_request():
     data = png(8, 8, workflow='{"a": 1}')
-    entry = deliver_outputs(ctx(), [output("x.png", data)], _inline(format="png", strip_metadata=False), None,
-                            Settings()).entries[0]
-    assert png_text(base64.b64decode(entry.data))["workflow"] == '{"a": 1}'
+    result = deliver_outputs(ctx(), [output("x.png", data)], _inline(format="png", strip_metadata=False), None,
+                             Settings())
+    assert png_text(inline_bytes(result))["workflow"] == '{"a": 1}'
 
 
 def test_jpeg_quality_changes_size():
@@ -97,8 +107,8 @@ def test_only_still_images_are_reencoded():
     audio = wav(0.5)
     result = deliver_outputs(ctx(), [output("anim.webp", anim), output("a.wav", audio, key="audio")],
                              _inline(format="jpeg"), None, Settings())
-    assert base64.b64decode(result.entries[0].data) == anim
-    assert base64.b64decode(result.entries[1].data) == audio
+    assert inline_bytes(result, 0) == anim
+    assert inline_bytes(result, 1) == audio
     assert any("animated" in w for w in result.warnings)
 
 
@@ -109,7 +119,7 @@ def test_decompression_bomb_is_not_decoded():
     bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
     result = deliver_outputs(ctx(), [output("bomb.png", bomb)], _inline(format="jpeg"), None,
                              Settings(max_reencode_pixels=10_000_000))
-    assert base64.b64decode(result.entries[0].data) == bomb
+    assert inline_bytes(result) == bomb
     assert any("not re-encoded" in w and "pixels" in w for w in result.warnings)
 
 
@@ -166,7 +176,7 @@ def test_auto_without_storage_and_too_large_is_refused():
 
 def test_auto_stays_inline_while_small(s3):
     result = deliver_outputs(ctx(), [output("a.png", png())], OutputConfig(), None, s3.settings())
-    assert result.provider == "inline" and result.entries[0].data and s3.keys() == []
+    assert result.provider == "inline" and result.entries[0].data_in and result.images[0].data and s3.keys() == []
 
 
 def test_auto_switches_to_s3_when_over_the_limit(s3):
@@ -179,15 +189,17 @@ def test_auto_switches_to_s3_when_over_the_limit(s3):
 
 
 def test_inline_limit_counts_the_whole_result():
-    # Just under the limit as raw bytes, but over it once base64-encoded and listed twice (outputs + images).
+    # Just under the limit as raw bytes, but over it once base64-encoded.
     data = png(300, 300)
     limit = len(data) + 1024
     with pytest.raises(WorkerError):
         deliver_outputs(ctx(), [output("a.png", data)], _inline(), None, Settings(inline_max_bytes=limit))
-    result = deliver_outputs(ctx(), [output("a.png", data)], _inline(), None,
-                             Settings(inline_max_bytes=max(limit * 3, 4096)))
+    # The image's base64 is counted once, as it travels once: a limit of 1.5 times its size lets it through.
+    enough = max(limit * 3 // 2, 4096)
+    result = deliver_outputs(ctx(), [output("a.png", data)], _inline(), None, Settings(inline_max_bytes=enough))
     job = JobResult(prompt_id="p", outputs=result.entries, images=result.images, timings={})
-    assert len(job.model_dump_json()) < max(limit * 3, 4096)
+    assert len(job.model_dump_json()) < enough
+    assert job.model_dump_json().count(result.images[0].data) == 1
 
 
 def test_s3_requested_without_any_configuration_is_invalid_input():

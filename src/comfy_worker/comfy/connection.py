@@ -120,8 +120,10 @@ class ComfyConnection(ABC):
         """Start receiving a prompt's events: call before `submit`, so none is missed."""
 
     @abstractmethod
-    def submit(self, prompt_id: str, graph: dict[str, Any], output_nodes: list[str] | None) -> list[str]:
-        """Queue a prompt. Returns warnings (output branches ComfyUI skipped as invalid).
+    def submit(self, prompt_id: str, graph: dict[str, Any], output_nodes: list[str] | None,
+               extra_data: dict[str, Any] | None = None) -> list[str]:
+        """Queue a prompt, with `extra_data` for its nodes (`api_key_comfy_org`: secrets that must reach
+        ComfyUI's partner nodes and nothing else). Returns warnings (output branches ComfyUI skipped as invalid).
 
         Raises WorkerError: INVALID_WORKFLOW (refused, every node problem named), COMFYUI_UNAVAILABLE."""
 

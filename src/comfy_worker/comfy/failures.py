@@ -34,6 +34,9 @@ def rejected_error(body: dict[str, Any], workflow: dict[str, Any]) -> WorkerErro
         problems.append({"node_id": None if node_id is None else str(node_id), "class_type": class_type,
                          "type": error.get("type"), "input_name": None, "message": error.get("message"),
                          "details": error.get("details")})
+    if not problems:
+        problems.append({"node_id": None, "class_type": None, "type": "invalid_prompt", "input_name": None,
+                         "message": "ComfyUI refused the prompt without saying why", "details": None})
     parts = []
     for p in problems[:5]:
         where = node_label(workflow, p["node_id"], p["class_type"]) if p["node_id"] else "workflow"
@@ -96,7 +99,8 @@ def history_error(entry: dict[str, Any], workflow: dict[str, Any]) -> WorkerErro
                                f"ComfyUI interrupted the prompt at {node_label(workflow, node_id, data.get('node_type'))}",
                                {"node_id": node_id, "class_type": data.get("node_type")})
     return WorkerError(ErrorCode.EXECUTION_ERROR, "ComfyUI reported the prompt as failed without an error message",
-                       {"status": status})
+                       {"node_id": None, "class_type": None, "exception_type": "", "exception_message": "",
+                        "traceback": [], "status": status})
 
 
 def out_of_memory_again(first: WorkerError, freed: bool, attempts: list[str]) -> WorkerError:

@@ -44,6 +44,7 @@ class FakeComfy(ComfyConnection):
         self.oom_until_free = False  # "oom" rules stop applying once free_memory() was called
         self.uploads: dict[str, bytes] = {}
         self.submitted: list[tuple[str, dict[str, Any], list[str] | None]] = []
+        self.extra_data: list[dict[str, Any]] = []  # each submit's extra_data, in order
         self.cancelled: list[tuple[list[str], bool]] = []
         self.freed = 0
         self.cleaned: list[JobFiles] = []
@@ -94,7 +95,9 @@ class FakeComfy(ComfyConnection):
             run = self._runs.setdefault(prompt_id, _Run(prompt_id, graph, loop))
         return _FakeWatch(self, run)
 
-    def submit(self, prompt_id: str, graph: dict[str, Any], output_nodes: list[str] | None) -> list[str]:
+    def submit(self, prompt_id: str, graph: dict[str, Any], output_nodes: list[str] | None,
+               extra_data: dict[str, Any] | None = None) -> list[str]:
+        self.extra_data.append(dict(extra_data or {}))
         if self.refuse is not None:
             body, self.refuse = self.refuse, None
             raise rejected_error(body, graph)

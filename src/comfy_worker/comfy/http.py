@@ -181,8 +181,7 @@ class HttpComfy(ComfyConnection):
         try:
             answer = self.client.upload_image(name, data, subfolder=subfolder, overwrite=True, mime=mime)
         except ComfyUnavailable as exc:
-            raise WorkerError(ErrorCode.COMFYUI_UNAVAILABLE, f"could not upload input '{name}' to ComfyUI: {exc}",
-                              {"input": name}) from exc
+            raise self.unavailable(f"could not upload input '{name}' to ComfyUI: {exc}", input=name) from exc
         # ComfyUI may rename a file: the name it answers is the one a loader must take.
         stored = answer.get("name") or name
         sub = answer.get("subfolder", subfolder) or ""
@@ -191,10 +190,11 @@ class HttpComfy(ComfyConnection):
     def watch(self, prompt_id: str, graph: dict[str, Any], loop: asyncio.AbstractEventLoop) -> PromptWatch:
         return _HttpWatch(self, prompt_id, graph, self.events.subscribe(prompt_id, loop))
 
-    def submit(self, prompt_id: str, graph: dict[str, Any], output_nodes: list[str] | None) -> list[str]:
+    def submit(self, prompt_id: str, graph: dict[str, Any], output_nodes: list[str] | None,
+               extra_data: dict[str, Any] | None = None) -> list[str]:
         try:
             answer = self.client.queue_prompt(graph, client_id=self.events.client_id, prompt_id=prompt_id,
-                                              partial_execution_targets=output_nodes)
+                                              partial_execution_targets=output_nodes, extra_data=extra_data)
         except PromptRejected as exc:
             raise rejected_error(exc.body, graph) from None
         except ComfyUnavailable as exc:
@@ -433,8 +433,8 @@ class _HttpWatch(PromptWatch):
             raise WorkerError(ErrorCode.TIMEOUT, f"ComfyUI made no progress for {stall:g} s while running "
                               f"{node_label(self.graph, self.node or '?')}; the prompt was stopped"
                               + (" and ComfyUI restarted" if restarted else ""),
-                              {"stalled": True, "stall_timeout": stall, "node_id": self.node,
-                               "comfyui_restarted": restarted})
+                              {"timeout": stall, "prompt_ids": [self.prompt_id], "comfyui_restarted": restarted,
+                               "stalled": True, "stall_timeout": stall, "node_id": self.node})
 
     async def _history(self, retries: int = 1) -> dict[str, Any] | None:
         """The prompt's history entry (ComfyUI writes it once the prompt has ended), or None."""

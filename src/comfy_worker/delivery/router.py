@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 # JSON around each inline entry (field names, node id, hashes, ...) is well under this.
 _ENTRY_OVERHEAD = 512
+# Output kinds that the compatible `images` list carries.
+_COMPAT_KINDS = {"image", "animation"}
 
 
 @dataclass
@@ -53,9 +55,8 @@ def deliver_outputs(ctx: DeliveryContext, outputs: list[ProducedOutput], config:
     warnings: list[str] = []
     prepared = prepare_outputs(outputs, config, settings, warnings)
     provider = choose_provider(prepared, config, s3_config, settings, warnings)
-    entries = provider.deliver(ctx, prepared)
-    return DeliveryResult(entries=entries, images=compat_images(entries), warnings=warnings,
-                          provider=provider.name)
+    entries, images = share_image_data(provider.deliver(ctx, prepared))
+    return DeliveryResult(entries=entries, images=images, warnings=warnings, provider=provider.name)
 
 
 def prepare_outputs(outputs: list[ProducedOutput], config: OutputConfig, settings: Settings,
@@ -101,16 +102,17 @@ def _with_content(item: ProducedOutput, data: bytes, filename: str, mime: str) -
 
 
 def inline_size(outputs: list[ProducedOutput]) -> int:
-    """Bytes the outputs take in the result JSON when returned inline (outputs plus the compat list)."""
+    """Bytes the outputs take in the result JSON when returned inline: each file's base64 once (an image's
+    in `images`, any other file's in `outputs`), plus the entries around it."""
     total = 0
     for item in outputs:
         n = item.size()
         if item.kind == "text":
             total += n * 2 + _ENTRY_OVERHEAD  # escaped characters can double the size
         else:
-            encoded = 4 * ((n + 2) // 3)
-            # Images appear twice: in `outputs` and in the compatible `images` list.
-            total += encoded * (2 if item.kind in {"image", "animation"} else 1) + _ENTRY_OVERHEAD
+            # An image also has an entry in each list; only one of them holds its data.
+            entries = 2 if item.kind in _COMPAT_KINDS else 1
+            total += 4 * ((n + 2) // 3) + entries * _ENTRY_OVERHEAD
     return total
 
 
@@ -168,14 +170,20 @@ def _too_large(size: int, limit: int, outputs: list[ProducedOutput], why: str) -
          "outputs": [{"node_id": o.node_id, "filename": o.filename, "size": o.size()} for o in outputs]})
 
 
-def compat_images(entries: list[OutputEntry]) -> list[CompatImage]:
-    """The compatible `images` list: one per still or animated image, base64 or URL."""
-    images = []
+def share_image_data(entries: list[OutputEntry]) -> tuple[list[OutputEntry], list[CompatImage]]:
+    """The `outputs` entries and the compatible `images` list (one per still or animated image, base64 or
+    URL, as worker-comfyui's clients read it). An inline image's base64 lives in `images` only, and its
+    `outputs` entry says where (`data_in`): every output's bytes travel once."""
+    shared: list[OutputEntry] = []
+    images: list[CompatImage] = []
     for entry in entries:
-        if entry.kind not in {"image", "animation"} or entry.filename is None:
-            continue
-        if entry.data is not None:
+        if entry.kind not in _COMPAT_KINDS or entry.filename is None:
+            shared.append(entry)
+        elif entry.data is not None:
+            shared.append(entry.model_copy(update={"data": None, "data_in": f"images[{len(images)}]"}))
             images.append(CompatImage(filename=entry.filename, type="base64", data=entry.data))
-        elif entry.url is not None:
-            images.append(CompatImage(filename=entry.filename, type="s3_url", data=entry.url))
-    return images
+        else:
+            shared.append(entry)
+            if entry.url is not None:
+                images.append(CompatImage(filename=entry.filename, type="s3_url", data=entry.url))
+    return shared, images

@@ -38,6 +38,7 @@ import requests
 
 from .. import redaction
 from ..errors import ErrorCode, WorkerError
+from ..problems import problem
 from .manifest import ModelEntry
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,12 @@ class DownloadError(Exception):
         super().__init__(f"{len(self.failures)} model file(s) could not be fetched: {lines}")
 
     def to_worker_error(self) -> WorkerError:
+        # The shape every MISSING_MODELS has: one problem per model that could not be had.
+        problems = [problem(None, None, "model_download_failed", None, f"{f.label}: {f.reason}", f.url)
+                    for f in self.failures]
         return WorkerError(ErrorCode.MISSING_MODELS, str(self),
-                           {"download_failures": [f.as_dict() for f in self.failures]})
+                           {"source": "preflight", "problems": problems, "node_errors": {},
+                            "download_failures": [f.as_dict() for f in self.failures]})
 
 
 class _EntryFailed(Exception):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import WorkerError, invalid_input
+from ..problems import closest
 from . import catalogue as cat
 
 MAX_KEY_CHARS = 512
@@ -69,6 +70,11 @@ def resolve_key(graph: dict[str, Any], key: str) -> tuple[str, str]:
                 raise _bad(key, f"title {prefix!r} names {len(ids)} nodes ({', '.join(ids)}); use the node id",
                            node_ids=ids)
             return ids[0], name
+    prefix = key.rsplit(".", 1)[0]
+    close = closest(prefix, [*titles, *graph])
+    if close:
+        raise _bad(key, f"no node has this id or title; did you mean {close!r}?", known_titles=sorted(titles)[:50],
+                   suggestion=f"inputs.{close}.{key.rsplit('.', 1)[1]}")
     raise _bad(key, "no node has this id or title", known_titles=sorted(titles)[:50])
 
 
@@ -117,8 +123,11 @@ def apply_inputs(graph: dict[str, Any], inputs: dict[str, Any] | None,
         spec = _spec_for(result, object_info, node_id, name, value)
         if spec is None:
             known = [s.name for s in cat.expand_inputs(info, node["inputs"])]
-            raise _bad(key, f"node {node_id} ({class_type}) has no input {name!r}; its inputs are "
-                       f"{', '.join(known)}", node_id=node_id, inputs=known)
+            close = closest(name, known)
+            hint = f"did you mean {close!r}? " if close else ""
+            raise _bad(key, f"node {node_id} ({class_type}) has no input {name!r}; {hint}its inputs are "
+                       f"{', '.join(known)}", node_id=node_id, inputs=known,
+                       **({"suggestion": f"inputs.{key[:len(key) - len(name)]}{close}"} if close else {}))
         if isinstance(value, list):
             value = {"__value__": value}  # a bare list would read as a link
         node["inputs"][name] = value

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ErrorCode, WorkerError
+from ..problems import closest as closest_name
 from ..problems import flatten_node_errors, problem
 from . import catalogue as cat
 from .models import closest, folder_files, model_folder
@@ -62,7 +63,8 @@ class PreflightReport:
         """Every problem as one flat list (the same shape the worker gives ComfyUI's own refusals)."""
         flat = [problem(None, None, err.get("type"), None, err.get("message"), err.get("details"))
                 for err in self.graph_errors]
-        flat += [problem(m["node_id"], m["class_type"], "missing_node_type", None, m["problem"], None)
+        flat += [problem(m["node_id"], m["class_type"], "missing_node_type", None, m["problem"], None,
+                         m.get("suggestion"))
                  for m in self.missing_nodes]
         flat += [problem(v.get("node_id"), v.get("class_type"), "policy_violation", v.get("input_name"),
                          v.get("message"), v.get("rule")) for v in self.policy_violations]
@@ -89,7 +91,9 @@ class PreflightReport:
         for err in self.graph_errors:
             parts.append(err["message"])
         for m in self.missing_nodes:
-            parts.append(f"node {m['node_id']} ({m['class_type']}): unknown node type, not installed on this worker")
+            hint = f"; did you mean {m['suggestion']!r}?" if m.get("suggestion") else ""
+            parts.append(f"node {m['node_id']} ({m['class_type']}): unknown node type, not installed on this "
+                         f"worker{hint}")
         for violation in self.policy_violations:
             parts.append(violation["message"])
         for node_id, entry in self.node_errors.items():
@@ -115,6 +119,17 @@ class PreflightReport:
         if len(text) > 1500:
             text = text[:1500] + " …"
         raise WorkerError(code, f"{lead}: {text}", details)
+
+
+def _missing_node(node_id: str, class_type: str, title: str, object_info: dict[str, Any]) -> dict[str, Any]:
+    """A node whose type is not installed, with the installed type it was probably meant to be."""
+    entry = {"node_id": node_id, "class_type": class_type, "node_title": title,
+             "problem": "node type is not installed on this worker"}
+    suggestion = closest_name(class_type, object_info)
+    if suggestion is not None:
+        entry["suggestion"] = suggestion
+        entry["problem"] += f"; did you mean {suggestion!r}?"
+    return entry
 
 
 def _error(kind: str, message: str, details: str, **extra: Any) -> dict[str, Any]:
@@ -199,8 +214,7 @@ class _Validator:
                 continue
             info = cat.class_info(self.object_info, class_type)
             if info is None:
-                self.report.missing_nodes.append({"node_id": node_id, "class_type": class_type, "node_title": title,
-                                                  "problem": "node type is not installed on this worker"})
+                self.report.missing_nodes.append(_missing_node(node_id, class_type, title, self.object_info))
                 continue
             if not isinstance(node.get("inputs", {}), dict):
                 self.report.graph_errors.append(_error("invalid_prompt", f"node {node_id}: inputs must be an "

@@ -46,6 +46,9 @@ class EmulatorServer:
         self.sockets: dict[str, web.WebSocketResponse] = {}
         self.sockets_metadata: dict[str, dict[str, Any]] = {}
         self.frame_budget: dict[int, int] = {}
+        # The extra_data of every accepted prompt, as sent (secrets included): tests read back what reached
+        # ComfyUI, which ComfyUI itself keeps out of /queue and /history.
+        self.received_extra_data: list[dict[str, Any]] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self.messages: asyncio.Queue[tuple[str, Any, str | None]] | None = None
         self.executor = Executor(self.catalogue, self.send_sync, lambda: self.faults, disable_metadata,
@@ -121,6 +124,7 @@ class EmulatorServer:
         app.router.add_post("/__emulator__/faults", self.post_faults)
         app.router.add_post("/__emulator__/reset", self.post_reset)
         app.router.add_get("/__emulator__/free_calls", self.get_free_calls)
+        app.router.add_get("/__emulator__/extra_data", self.get_extra_data)
         app.on_startup.append(self._on_startup)
         return app
 
@@ -207,6 +211,7 @@ class EmulatorServer:
         if not ok:
             log.warning("invalid prompt: %s", error)
             return web.json_response({"error": error, "node_errors": node_errors}, status=400)
+        self.received_extra_data.append({"prompt_id": prompt_id, **extra_data})
         sensitive = {k: extra_data.pop(k) for k in SENSITIVE_EXTRA_DATA_KEYS if k in extra_data}
         extra_data["create_time"] = int(time.time() * 1000)
         ex.put((number, prompt_id, prompt, extra_data, outputs, sensitive))
@@ -384,6 +389,9 @@ class EmulatorServer:
 
     async def get_free_calls(self, request: web.Request) -> web.Response:
         return web.json_response(self.executor.free_calls)
+
+    async def get_extra_data(self, request: web.Request) -> web.Response:
+        return web.json_response(self.received_extra_data)
 
     async def post_reset(self, request: web.Request) -> web.Response:
         self.set_faults(Faults())
