@@ -4,10 +4,5 @@
 # real ComfyUI when COMFYUI_DIR (and COMFYUI_PYTHON) are set. Extra arguments: --port N, --host ADDRESS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+. scripts/runtime-venv.sh
 exec .venv/bin/python -m comfy_worker_dev.serve "$@"

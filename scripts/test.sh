@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a virtual environment with the test requirements and runs the whole test suite.
 # Extra arguments go to pytest (for example: scripts/test.sh -k delivery).
+# Tests run on one process per core (TEST_WORKERS=auto; 0 for a single process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -17,4 +18,5 @@ fi
 if [ ! -f tools/mermaid-check/node_modules/mermaid/package.json ]; then
     npm ci --prefix tools/mermaid-check --no-audit --no-fund --loglevel=error
 fi
-exec .venv/bin/python -m pytest "$@"
+# One test process per core (pytest-xdist); TEST_WORKERS=0 runs in this process, `-n N` given here wins.
+exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-auto}" "$@"
