@@ -361,3 +361,14 @@ def test_a_custom_node_sees_no_secret_of_the_workers(tmp_path: Path, target: str
     leaked = [name for name, value in environ.items() if value in SECRETS.values() or name in SECRETS]
     assert leaked == []
     assert not [n for n in environ if n.startswith("RUNPOD_")]
+
+
+def test_a_ui_widget_of_unclosed_comments_goes_through_the_worker(tmp_path: Path) -> None:
+    """The request that held the worker for 28 s: a UI workflow whose prompt is 120 KB of unclosed `/*`."""
+    from .test_workflow_convert import _txt2img
+    ui = _txt2img()
+    next(n for n in ui["nodes"] if n["id"] == 6)["widgets_values"] = ["/*a" * 40000]
+    result, comfy = fake_run({"workflow": ui, "execution_config": {"dry_run": True}}, tmp_path)
+    assert result.get("dry_run") is True, result
+    assert result["workflow"]["6"]["inputs"]["text"] == "/*a" * 40000
+    assert not comfy.submitted
