@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import sdk
+from . import __version__, sdk
 from .comfy import AttachedComfy, ManagedComfy, connect
 from .logs import configure_logging
 from .models.volume import volume_model_paths_args
@@ -116,8 +116,9 @@ def create_worker(settings: Settings | None = None, *, boot: bool = True) -> Wor
         settings = settings or Settings.from_env()
     except SettingsError as exc:
         configure_logging()
-        log.error("%s", exc)
-        return WorkerApp(_refuse, None, None, unfit=f"the worker is misconfigured: {exc}")
+        unfit = f"the worker is misconfigured: {exc}"
+        log.error("comfy-worker %s: the worker cannot start: %s", __version__, unfit)
+        return WorkerApp(_refuse, None, None, unfit=unfit)
 
     configure_logging(settings.log_level)
     sdk.disable_sdk_checks()
@@ -137,11 +138,12 @@ def create_worker(settings: Settings | None = None, *, boot: bool = True) -> Wor
     deadline = started + settings.start_budget
     app.unfit = _start(app, settings, comfy, deadline)
     app.cold_start["total"] = round(time.monotonic() - started, 3)
+    # The version leads both lines, so that a worker's log says which release it runs before anything else.
     if app.unfit:
-        log.error("the worker cannot start: %s", app.unfit)
+        log.error("comfy-worker %s: the worker cannot start: %s", __version__, app.unfit)
         _log_comfyui_tail(comfy)
     else:
-        log.info("cold start: %s; ready to take jobs", json.dumps(app.cold_start))
+        log.info("comfy-worker %s: cold start: %s; ready to take jobs", __version__, json.dumps(app.cold_start))
     return app
 
 

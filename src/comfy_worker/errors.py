@@ -105,7 +105,8 @@ class WorkerError(Exception):
         """The code's usual answer, unless this failure knows better (a retry that was already made)."""
         return CATALOGUE[self.code].retryable if self._retryable is None else self._retryable
 
-    def payload(self, job_id: str | None = None, timings: dict[str, float] | None = None) -> dict[str, Any]:
+    def payload(self, job_id: str | None = None, timings: dict[str, float] | None = None,
+                worker_version: str | None = None) -> dict[str, Any]:
         # Messages quote ComfyUI, storage and download errors: they leave scrubbed of secrets, paths and
         # other jobs' folders.
         payload: dict[str, Any] = {
@@ -118,10 +119,13 @@ class WorkerError(Exception):
             payload["job_id"] = job_id
         if timings is not None:
             payload["timings"] = timings
+        if worker_version is not None:
+            payload["worker_version"] = worker_version
         return payload
 
-    def to_error_string(self, job_id: str | None = None, timings: dict[str, float] | None = None) -> str:
-        return json.dumps(self.payload(job_id, timings), ensure_ascii=False, default=str)
+    def to_error_string(self, job_id: str | None = None, timings: dict[str, float] | None = None,
+                        worker_version: str | None = None) -> str:
+        return json.dumps(self.payload(job_id, timings, worker_version), ensure_ascii=False, default=str)
 
     def __repr__(self) -> str:
         return f"WorkerError({self.code.value}, {self.message!r})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import __version__
 from .delivery import DeliveryResult
 from .errors import WorkerError
 from .schema import JobResult
@@ -14,7 +15,7 @@ def completed(prompt_id: str, delivered: DeliveryResult, warnings: list[str], se
               items: list[dict[str, Any]] | None, timings: dict[str, float]) -> dict[str, Any]:
     """The output of a completed job; a batch's also lists its items (`items`) and seeds per item."""
     result = JobResult(prompt_id=prompt_id, outputs=delivered.entries, images=delivered.images, timings=timings,
-                       warnings=warnings)
+                       warnings=warnings, worker_version=__version__)
     out = result.model_dump(mode="json", exclude_none=True)
     if seeds:
         out["seeds"] = seeds[0] if items is None else {str(k): v for k, v in seeds.items()}
@@ -28,8 +29,9 @@ def dry_run(resolved: list[ResolvedWorkflow], batch: bool, warnings: list[str],
     """What a dry run returns: the graph ComfyUI would get and the pre-flight report; nothing is run."""
     if batch:
         return {"dry_run": True, "items": [{"index": i, **_dry_item(r)} for i, r in enumerate(resolved)],
-                "warnings": warnings, "timings": timings}
-    return {"dry_run": True, **_dry_item(resolved[0]), "warnings": warnings, "timings": timings}
+                "warnings": warnings, "timings": timings, "worker_version": __version__}
+    return {"dry_run": True, **_dry_item(resolved[0]), "warnings": warnings, "timings": timings,
+            "worker_version": __version__}
 
 
 def _dry_item(resolved: ResolvedWorkflow) -> dict[str, Any]:
@@ -42,7 +44,7 @@ def _dry_item(resolved: ResolvedWorkflow) -> dict[str, Any]:
 
 def failed(err: WorkerError, job_id: str, timings: dict[str, float]) -> dict[str, Any]:
     """A failed job for the runpod SDK: `error` is a JSON string; a GPU fault also asks for a fresh worker."""
-    out: dict[str, Any] = {"error": err.to_error_string(job_id, timings)}
+    out: dict[str, Any] = {"error": err.to_error_string(job_id, timings, __version__)}
     if err.refresh_worker:
         out["refresh_worker"] = True
     return out

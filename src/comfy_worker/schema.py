@@ -226,6 +226,8 @@ class JobResult(BaseModel):
     seeds: dict[str, Any] | None = Field(None, description="Seeds chosen by `randomize_seeds` (node id.input -> "
                                          "value; in a batch, per item index).")
     items: list[BatchItem] | None = Field(None, description="In a batch: the outcome of each input set.")
+    worker_version: str = Field(description="Version of the worker that ran the job (semantic; CHANGELOG.md "
+                                "says what each version may change).")
 
 
 class BatchItem(BaseModel):
@@ -251,6 +253,7 @@ class DryRunResult(BaseModel):
                                                "`media_inputs` and `seeds` of each input set.")
     warnings: list[str]
     timings: dict[str, float]
+    worker_version: str = Field(description="Version of the worker that checked the job.")
 
 
 class ProgressPayload(BaseModel):
@@ -279,6 +282,8 @@ class ErrorPayload(BaseModel):
     details: dict[str, Any]
     job_id: str | None = None
     timings: dict[str, float] | None = Field(None, description="Seconds spent in each stage before the failure.")
+    worker_version: str | None = Field(None, description="Version of the worker that ran the job; on the job's "
+                                       "error always, not repeated inside a batch item's.")
 
 
 # ------------------------------------------------------------------------------------------------
