@@ -67,7 +67,14 @@ RUN --mount=type=cache,target=/root/.cache/pip \
         --python /opt/venv/bin/python --pinned-comfyui "${COMFYUI_REF}" \
     && python -m comfy_worker_build.volume folders --comfyui-dir /comfyui --out /comfyui/model_folders.json
 
-COPY models.yaml docker/fetch-models.sh /worker/
+# The models manifest baked in: the repository's models.yaml by default, or a release variant's
+# (--build-arg MODELS_MANIFEST_FILE=variants/<name>/models.yaml). Whatever its name it becomes
+# /worker/models.yaml, where this step fetches its `build` entries and the worker reads its `start` and
+# `on_demand` entries (MODELS_MANIFEST). Declared here, not at the top, so that every layer above is the same
+# for every variant and shared between their images.
+ARG MODELS_MANIFEST_FILE=models.yaml
+COPY ${MODELS_MANIFEST_FILE} /worker/models.yaml
+COPY docker/fetch-models.sh /worker/
 RUN --mount=type=secret,id=HF_TOKEN --mount=type=secret,id=CIVITAI_TOKEN \
     /worker/fetch-models.sh /worker/models.yaml /comfyui/models
 

@@ -13,6 +13,9 @@
 #
 #   python$PYTHON_VERSION must be on PATH (or REHEARSAL_PYTHON names the interpreter).
 #   COMFYUI_SOURCE: git repository to clone ComfyUI from instead of COMFYUI_REPO (e.g. a local mirror).
+#   MODELS_MANIFEST_FILE: the models manifest to bake in, as the build argument of that name (default
+#             models.yaml; a release variant's is variants/<name>/models.yaml, whose `build` entries are then
+#             downloaded). Every variant's manifest is validated either way, without downloading anything.
 #
 # Stands in for the image:  /opt/venv -> DIR/venv   /comfyui -> DIR/comfyui   /worker -> DIR/worker
 # Not rehearsed (docs/image.md says how each is checked instead): the CUDA base image and its apt layer
@@ -58,6 +61,8 @@ mkdir -p "$dir/logs"
 
 # The pins, exactly as the image's steps read them.
 . "$repo/docker/pins.sh"
+# The manifest the image bakes in: the Dockerfile's build argument of the same name, with its default.
+MODELS_MANIFEST_FILE="${MODELS_MANIFEST_FILE:-models.yaml}"
 python_bin="${REHEARSAL_PYTHON:-python$PYTHON_VERSION}"
 if ! "$python_bin" -c "import sys; assert '%d.%d' % sys.version_info[:2] == '$PYTHON_VERSION'" 2>/dev/null; then
     echo "rehearse-image.sh: $python_bin is not a Python $PYTHON_VERSION interpreter; put one on PATH" \
@@ -90,10 +95,21 @@ copy_in() {  # copy_in SOURCE... DEST: the Dockerfile's COPY, /worker standing f
             mkdir -p "$target"
             # What .dockerignore keeps out of the build context.
             tar -C "$repo/$source" --exclude=__pycache__ --exclude='*.pyc' -cf - . | tar -C "$target" -xf -
-        else
+        elif [[ "$dest" == */ ]]; then
             mkdir -p "$target"
             cp "$repo/$source" "$target"
+        else  # a file destination, as COPY takes one: the file gets that name
+            mkdir -p "$(dirname "$target")"
+            cp "$repo/$source" "$target"
         fi
+    done
+}
+
+validate_manifests() {  # every release variant's models.yaml, read by the worker's own loader
+    local manifest
+    for manifest in "$repo"/variants/*/models.yaml; do
+        echo "${manifest#"$repo/"}:"
+        python -m comfy_worker.models list --manifest "$manifest"
     done
 }
 
@@ -172,8 +188,11 @@ image_layers() {
     step volume python -m comfy_worker_build.volume folders --comfyui-dir "$dir/comfyui" \
         --out "$dir/comfyui/model_folders.json"
 
-    copy_in models.yaml docker/fetch-models.sh /worker/
+    copy_in "${MODELS_MANIFEST_FILE}" /worker/models.yaml
+    copy_in docker/fetch-models.sh /worker/
     step models "$dir/worker/fetch-models.sh" "$dir/worker/models.yaml" "$dir/comfyui/models"
+    # Not a step of the Dockerfile: the other variants' manifests are only read here, never downloaded.
+    step manifests validate_manifests
 
     # The image's runtime ENV, set before its smoke test (LD_PRELOAD only where tcmalloc is installed).
     local tcmalloc=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
@@ -191,7 +210,7 @@ image_layers() {
 }
 
 echo "Rehearsing the image's Python layers in $dir (torch $TORCH_VERSION, ComfyUI $COMFYUI_VERSION," \
-    "Python $PYTHON_VERSION; ComfyUI from $comfyui_source)"
+    "Python $PYTHON_VERSION; ComfyUI from $comfyui_source; models from $MODELS_MANIFEST_FILE)"
 rx_bytes() {  # bytes received on every interface but loopback so far
     awk -F'[: ]+' 'NR > 2 && $2 != "lo" {sum += $3} END {printf "%.0f", sum}' /proc/net/dev
 }
@@ -217,5 +236,6 @@ echo "== figures ($dir/figures.json)"
     --extra "comfyui_source=$comfyui_source" \
     --extra "comfyui_version=$COMFYUI_VERSION" \
     --extra "comfyui_ref=$COMFYUI_REF" \
+    --extra "models_manifest_file=$MODELS_MANIFEST_FILE" \
     --extra "comfyui_files_left_out=$(paste -sd, "$dir/comfyui-files-left-out.txt")"
 echo "rehearse-image.sh: the image's Python layers, smoke test and README command all passed"

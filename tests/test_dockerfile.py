@@ -73,11 +73,28 @@ def test_base_image_default_is_the_pinned_one() -> None:
 
 def test_pins_are_build_arguments_without_defaults() -> None:
     # A default here would shadow pins.env; without one, docker/pins.sh fills in the pin unless a
-    # --build-arg gave a value.
+    # --build-arg gave a value. The one other build argument, the models manifest, is no pin.
     after_from = DOCKERFILE[DOCKERFILE.index("\nFROM "):]
     declared = re.findall(r"^ARG (\S+)$", after_from, re.MULTILINE)
-    assert not [arg for arg in declared if "=" in arg]
-    assert sorted(declared) == sorted(set(PINS) - {"BASE_IMAGE"})
+    assert [arg for arg in declared if "=" in arg] == [f"MODELS_MANIFEST_FILE={MANIFEST_DEFAULT}"]
+    assert sorted(arg for arg in declared if "=" not in arg) == sorted(set(PINS) - {"BASE_IMAGE"})
+
+
+MANIFEST_DEFAULT = "models.yaml"
+
+
+def test_the_models_manifest_is_a_build_argument_that_lands_where_the_worker_reads_it() -> None:
+    # A variant's manifest (variants/<name>/models.yaml) replaces models.yaml under the same name: the model
+    # step fetches its build entries, and the worker reads its start and on_demand entries at start.
+    assert re.search(r"^COPY \$\{MODELS_MANIFEST_FILE\} /worker/models\.yaml$", DOCKERFILE, re.MULTILINE)
+    assert "/worker/fetch-models.sh /worker/models.yaml /comfyui/models" in DOCKERFILE
+    assert "MODELS_MANIFEST=/worker/models.yaml" in DOCKERFILE
+    # Declared just before its use, so that the layers above it are the same for every variant.
+    lines = DOCKERFILE.splitlines()
+    declared = lines.index(f"ARG MODELS_MANIFEST_FILE={MANIFEST_DEFAULT}")
+    assert lines[declared + 1].startswith("COPY ${MODELS_MANIFEST_FILE}")
+    rehearsal = (REPO / "scripts" / "rehearse-image.sh").read_text()
+    assert f'MODELS_MANIFEST_FILE="${{MODELS_MANIFEST_FILE:-{MANIFEST_DEFAULT}}}"' in rehearsal
 
 
 def test_every_pin_is_used() -> None:
@@ -225,7 +242,7 @@ def test_run_steps_call_our_scripts_only() -> None:
     for script in ("install-torch.sh", "install-comfyui.sh", "fetch-models.sh", "smoke.sh"):
         assert script in joined and (REPO / "docker" / script).is_file()
     for path in re.findall(r"^COPY (?:--\S+ )*(.+) \S+$", DOCKERFILE, re.MULTILINE):
-        for source in path.split():
+        for source in path.replace("${MODELS_MANIFEST_FILE}", MANIFEST_DEFAULT).split():
             if source != "handler.py":  # written beside this file by the core pipeline
                 assert (REPO / source).exists(), source
 
@@ -247,7 +264,7 @@ def test_comfyui_runs_as_an_unprivileged_user_that_writes_only_its_folders() -> 
 def test_layer_order_keeps_rebuilds_quick() -> None:
     order = [DOCKERFILE.index(marker) for marker in (
         "install-torch.sh\n", "install-comfyui.sh /comfyui", "pip install -r /worker/requirements.txt",
-        "COPY src/comfy_worker_build/", "COPY snapshot/", "COPY models.yaml", "COPY src/comfy_worker/ ",
+        "COPY src/comfy_worker_build/", "COPY snapshot/", "COPY ${MODELS_MANIFEST_FILE}", "COPY src/comfy_worker/ ",
         "COPY handler.py",
         "smoke.sh\n")]
     assert order == sorted(order)
@@ -486,7 +503,7 @@ def _instructions(text: str, word: str) -> list[str]:
 
 def test_rehearsal_copies_what_the_dockerfile_copies_in_the_same_order() -> None:
     rehearsal = (REPO / "scripts" / "rehearse-image.sh").read_text()
-    copies = [line for line in _instructions(rehearsal, "copy_in") if not line.startswith("SOURCE")]
+    copies = [line.replace('"', "") for line in _instructions(rehearsal, "copy_in") if not line.startswith("SOURCE")]
     assert copies == _instructions(DOCKERFILE, "COPY")
 
 
