@@ -130,3 +130,11 @@ def test_a_misconfigured_worker_names_the_version(monkeypatch: pytest.MonkeyPatc
     app = create_worker()
     assert app.unfit is not None and app.unfit.startswith("the worker is misconfigured: ")
     assert app_log.lines == [f"comfy-worker {__version__}: the worker cannot start: {app.unfit}"]
+
+
+def test_examples_in_the_docs_name_this_version() -> None:
+    # Hand-written and recorded examples alike: a version bump must not leave an older one behind.
+    documents = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "docs").glob("examples/*.json"))]
+    for path in documents:
+        for found in re.findall(r'\\?"worker_version\\?": \\?"([^"\\]+)', path.read_text()):
+            assert found == __version__, f"{path.name} shows worker_version {found}"
