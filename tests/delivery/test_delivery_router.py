@@ -13,6 +13,7 @@ import pytest
 from delivery_helpers import ctx, mp4, output, png, text_output, wav
 from PIL import Image
 
+from comfy_worker import __version__
 from comfy_worker.delivery import DeliveryResult, deliver_outputs, describe
 from comfy_worker.errors import ErrorCode, WorkerError
 from comfy_worker.media.encode import is_animated, png_text, strip_png_text
@@ -197,7 +198,8 @@ def test_inline_limit_counts_the_whole_result():
     # The image's base64 is counted once, as it travels once: a limit of 1.5 times its size lets it through.
     enough = max(limit * 3 // 2, 4096)
     result = deliver_outputs(ctx(), [output("a.png", data)], _inline(), None, Settings(inline_max_bytes=enough))
-    job = JobResult(prompt_id="p", outputs=result.entries, images=result.images, timings={})
+    job = JobResult(prompt_id="p", outputs=result.entries, images=result.images, timings={},
+                    worker_version=__version__)
     assert len(job.model_dump_json()) < enough
     assert job.model_dump_json().count(result.images[0].data) == 1
 
