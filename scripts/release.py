@@ -1,13 +1,13 @@
-"""What a release is made of, read from the repository: the version, the pins, the variants, the image tags and
-the release notes. .github/workflows/release.yml runs it before anything is installed (standard library only),
-and the tests run the same code, so the pipeline cannot drift from the files it reads.
+"""What a release is made of, read from the repository: the version, the pins, the variants, the image tags
+and the release notes. .github/workflows/release.yml runs it before anything is installed (standard library
+only), and the tests run the same code, so the pipeline cannot drift from the files it reads.
 
-    python3 scripts/release.py check --tag v1.2.3      the tag is the package's version and CHANGELOG.md has its
-                                                       entry; prints the version
-    python3 scripts/release.py pins                    the build arguments: docker/pins.env's KEY=VALUE lines
-    python3 scripts/release.py variants                the release variants (variants/<name>/models.yaml)
-    python3 scripts/release.py tags --tag v1.2.3 --variant sd15 --image ghcr.io/owner/comfy-worker [--image ...]
-    python3 scripts/release.py notes --tag v1.2.3 --image ghcr.io/owner/comfy-worker [--image ...]
+    python3 scripts/release.py check --tag v1.2.3   the tag is the package's version and CHANGELOG.md has its
+                                                    entry; prints the version
+    python3 scripts/release.py pins                 the build arguments: docker/pins.env's KEY=VALUE lines
+    python3 scripts/release.py variants             the release variants (variants/<name>/models.yaml)
+    python3 scripts/release.py tags --tag v1.2.3 --variant sd15 --image ghcr.io/owner/comfy-worker [--image …]
+    python3 scripts/release.py notes --tag v1.2.3 --image ghcr.io/owner/comfy-worker [--image …]
 """
 
 from __future__ import annotations
@@ -114,13 +114,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scripts/release.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("check", help="check the tag against the repository").add_argument("--tag", required=True)
+    check_command = commands.add_parser("check", help="check the tag against the repository")
+    check_command.add_argument("--tag", required=True)
     commands.add_parser("pins", help="docker/pins.env as build arguments")
     commands.add_parser("variants", help="the release variants")
     for name in ("tags", "notes"):
         sub = commands.add_parser(name)
         sub.add_argument("--tag", required=True)
-        sub.add_argument("--image", action="append", required=True, help="registry/namespace/name (repeatable)")
+        sub.add_argument("--image", action="append", required=True,
+                         help="registry/namespace/name (repeatable)")
         if name == "tags":
             sub.add_argument("--variant", required=True)
     return parser
@@ -137,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = variants()
         elif args.command == "tags":
             if args.variant not in variants():
-                raise ReleaseError(f"no variant {args.variant!r}: variants/{args.variant}/models.yaml is missing")
+                raise ReleaseError(f"no variant {args.variant!r}: "
+                                   f"variants/{args.variant}/models.yaml is missing")
             out = tags(check(args.tag), args.variant, args.image)
         else:
             out = [notes(check(args.tag), args.image).rstrip("\n")]

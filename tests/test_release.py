@@ -1,5 +1,6 @@
-"""The release pipeline (.github/workflows/release.yml) against what it builds from: the pins, the variants'
-manifests, the version, CHANGELOG.md and the RunPod Hub files; and the workflows through actionlint's checks."""
+"""The release pipeline (.github/workflows/release.yml) against what it builds from: the pins, the
+variants' manifests, the version, CHANGELOG.md and the RunPod Hub files; and the workflows through
+actionlint's checks."""
 
 from __future__ import annotations
 
@@ -138,7 +139,8 @@ def test_the_pipelines_build_arguments_are_the_pins(tmp_path: Path) -> None:
     steps = _build_steps()
     assert [name for name, _ in steps] == ["base", "base", "variants"]
     for job_name, step in steps:
-        variants = ["base"] if job_name == "base" else RELEASE["jobs"][job_name]["strategy"]["matrix"]["variant"]
+        matrix = RELEASE["jobs"][job_name].get("strategy", {}).get("matrix", {})
+        variants = ["base"] if job_name == "base" else matrix["variant"]
         for variant in variants:
             text = (step["with"]["build-args"]
                     .replace("${{ needs.prepare.outputs.build-args }}", outputs["build-args"])

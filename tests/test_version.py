@@ -134,7 +134,8 @@ def test_a_misconfigured_worker_names_the_version(monkeypatch: pytest.MonkeyPatc
 
 def test_examples_in_the_docs_name_this_version() -> None:
     # Hand-written and recorded examples alike: a version bump must not leave an older one behind.
-    documents = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "docs").glob("examples/*.json"))]
+    documents = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")),
+                 *sorted((REPO / "docs").glob("examples/*.json"))]
     for path in documents:
         for found in re.findall(r'\\?"worker_version\\?": \\?"([^"\\]+)', path.read_text()):
             assert found == __version__, f"{path.name} shows worker_version {found}"
