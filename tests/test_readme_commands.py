@@ -45,6 +45,9 @@ NOT_RUN = {
     "docker run --rm --gpus all -p 8000:8000 <registry>/<name>:<tag> \\": "needs Docker and a GPU",
     "python -u handler.py --rp_serve_api --rp_api_host 0.0.0.0": "inside the image (docker run above)",
     "docker push <registry>/<name>:<tag>": "needs a registry",
+    'curl -s "https://api.runpod.ai/v2/<endpoint id>/runsync" -H "Authorization: Bearer $RUNPOD_API_KEY" \\':
+        "needs a deployed RunPod endpoint and an API key",
+    "-H 'Content-Type: application/json' -d @test_input.json": "the line above, continued",
 }
 
 
