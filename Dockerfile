@@ -56,7 +56,9 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 
 # Build tooling first (changes rarely), so node and model layers survive edits to the worker itself.
 ENV PYTHONPATH=/worker/src
-COPY src/comfy_worker/__init__.py src/comfy_worker/settings.py src/comfy_worker/errors.py /worker/src/comfy_worker/
+# The modules the model step and the build tooling import, and only those (a test keeps the list complete).
+COPY src/comfy_worker/__init__.py src/comfy_worker/settings.py src/comfy_worker/errors.py \
+     src/comfy_worker/redaction.py src/comfy_worker/problems.py /worker/src/comfy_worker/
 COPY src/comfy_worker/models/ /worker/src/comfy_worker/models/
 COPY src/comfy_worker_build/ /worker/src/comfy_worker_build/
 

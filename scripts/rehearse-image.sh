@@ -178,7 +178,7 @@ image_layers() {
 
     export PYTHONPATH="$dir/worker/src"
     copy_in src/comfy_worker/__init__.py src/comfy_worker/settings.py src/comfy_worker/errors.py \
-        /worker/src/comfy_worker/
+        src/comfy_worker/redaction.py src/comfy_worker/problems.py /worker/src/comfy_worker/
     copy_in src/comfy_worker/models/ /worker/src/comfy_worker/models/
     copy_in src/comfy_worker_build/ /worker/src/comfy_worker_build/
 

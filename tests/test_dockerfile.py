@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -556,3 +557,31 @@ def test_rehearsal_figures_read_pip_downloads_and_job_timings() -> None:
     assert rehearsal.job_timings('status: COMPLETED\ntimings: {"execute": 0.3, "total": 0.34}\n') == {
         "execute": 0.3, "total": 0.34}
     assert rehearsal.job_timings("status: FAILED\n") == {}
+
+
+def test_the_worker_modules_copied_early_are_enough_for_the_build_steps(tmp_path: Path) -> None:
+    """The model step and the build tooling run before the worker's code is copied in whole: the few modules
+    copied early must hold everything they import, or the build stops at its model step."""
+    early = DOCKERFILE[:DOCKERFILE.index("\nCOPY snapshot/")]
+    for copy in _instructions(early, "COPY"):
+        *sources, dest = copy.split()
+        if not dest.startswith("/worker/src/"):
+            continue
+        target = tmp_path / dest.removeprefix("/worker/")
+        target.mkdir(parents=True, exist_ok=True)
+        for source in sources:
+            if (REPO / source).is_dir():
+                shutil.copytree(REPO / source, target, dirs_exist_ok=True)
+            else:
+                shutil.copy(REPO / source, target)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "src")}
+    modules = ("comfy_worker.models.download", "comfy_worker.models.__main__", "comfy_worker_build.snapshot",
+               "comfy_worker_build.volume")
+    code = "import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]"
+    imported = subprocess.run([sys.executable, "-c", code, *modules], capture_output=True, text=True,
+                              timeout=120, env=env, cwd=tmp_path, check=False)
+    assert imported.returncode == 0, imported.stderr
+    for manifest in sorted((REPO / "variants").glob("*/models.yaml")):
+        listed = subprocess.run([sys.executable, "-m", "comfy_worker.models", "list", "--manifest", str(manifest)],
+                                capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path, check=False)
+        assert listed.returncode == 0, listed.stderr
