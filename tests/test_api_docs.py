@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
 import jsonschema
 import pytest
@@ -104,11 +105,78 @@ def test_every_json_example_in_the_api_docs_validates():
             pytest.fail(f"api.md:{line} ({kind}): {exc.message}")
 
 
+def check_recorded(name: str, example: apiexamples.Example) -> None:
+    """An example file: its body valid for its kind, and a note that says what recorded it."""
+    check_example(request_kind(name) if name.endswith(".request") else "status-response", example.body)
+    fault = apiexamples.FAULTED.get(name.rsplit(".", 1)[0])
+    if fault is not None:
+        assert example.recorded_with == fault.note(), f"{name}: recorded_with must name the injected fault"
+    else:
+        assert example.recorded_with.startswith(apiexamples.EMULATOR) or \
+            re.fullmatch(r"ComfyUI [\w.]+( \(commit [0-9a-f]{12}\))?, CPU", example.recorded_with), name
+
+
 def test_recorded_examples_validate():
-    for path in sorted(apiexamples.EXAMPLES_DIR.glob("*.json")):
-        value = json.loads(path.read_text())
-        name = path.name.removesuffix(".json")
-        check_example(request_kind(name) if name.endswith(".request") else "status-response", value)
+    """Needs no ComfyUI: every example file, whatever recorded it, against the schemas of today's models."""
+    examples = apiexamples.recorded()
+    assert examples
+    for name, example in examples.items():
+        check_recorded(name, example)
+
+
+def test_a_drifted_example_is_caught():
+    examples = apiexamples.recorded()
+    request = examples["completed.request"]
+    with pytest.raises(jsonschema.ValidationError):
+        check_recorded("completed.request", apiexamples.Example(
+            {"input": {**request.body["input"], "imagez": []}}, request.recorded_with))
+    response = examples["completed.response"]
+    drifted = {**response.body, "output": {k: v for k, v in response.body["output"].items() if k != "outputs"}}
+    with pytest.raises(jsonschema.ValidationError):
+        check_recorded("completed.response", apiexamples.Example(drifted, response.recorded_with))
+    with pytest.raises(AssertionError, match="injected fault"):
+        check_recorded("failed-OUT_OF_MEMORY.response", apiexamples.Example(
+            examples["failed-OUT_OF_MEMORY.response"].body, apiexamples.EMULATOR))
+
+
+def test_the_note_is_not_part_of_the_body():
+    """The client and the docs read the files: the note stays out of what they send and show."""
+    path = apiexamples.EXAMPLES_DIR / "completed.request.json"
+    raw = json.loads(path.read_text())
+    assert set(raw) == {"recorded_with", "input"}
+    with pytest.raises(jsonschema.ValidationError):
+        validator("endpoint-request").validate(raw)
+    assert reference.load_example("completed.request") == {"input": raw["input"]}
+    assert "recorded_with" not in reference.example_block("completed.request").split("```")[1]
+
+
+def test_what_records_each_example():
+    """The faults run on the emulator; all else on the real ComfyUI when there is one. A stand-in recording
+    (the emulator for want of a real ComfyUI) keeps a real one whose answer is the same."""
+    real = apiexamples.Example({"id": "x"}, "ComfyUI 0.33.0 (commit 783545f689a0), CPU")
+    stand_in = apiexamples.Example({"id": "x"}, apiexamples.EMULATOR, stand_in=True)
+    assert apiexamples.matches(stand_in, real, "completed.response")
+    assert not apiexamples.matches(apiexamples.Example({"id": "y"}, apiexamples.EMULATOR, stand_in=True), real,
+                                   "completed.response")
+    newer = apiexamples.Example({"id": "x"}, "ComfyUI 0.34.0 (commit 0123456789ab), CPU")
+    assert not apiexamples.matches(newer, real, "completed.response")
+    assert set(apiexamples.FAULTED) == {"failed-EXECUTION_ERROR", "failed-OUT_OF_MEMORY"}
+    assert set(apiexamples.FAULTED) <= set(apiexamples.requests_())
+
+
+def test_the_commit_of_a_comfyui_checkout(tmp_path):
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    assert apiexamples.comfyui_commit(tmp_path) is None
+    git("init", "-q")
+    git("commit", "-q", "--allow-empty", "-m", "upstream")
+    upstream = git("rev-parse", "HEAD")
+    assert apiexamples.comfyui_commit(tmp_path) == upstream
+    # scripts/rehearse-image.sh's stand-in commit runs the pinned commit it names
+    git("commit", "-q", "--allow-empty", "-m", f"{upstream} without files the source lacks")
+    assert apiexamples.comfyui_commit(tmp_path) == upstream
 
 
 def test_an_invalid_example_is_caught():
@@ -129,15 +197,13 @@ def test_every_error_code_has_an_example_in_the_catalogue():
         assert message and f"`{code.value}`" in table
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(400)
 def test_recorded_examples_are_what_the_worker_answers_now():
+    """Runs the examples again: on the real ComfyUI where COMFYUI_DIR is set, else with the emulator
+    standing in for it (it answers these cases as the real one does)."""
     fresh = apiexamples.generate()
-    recorded = {p.name.removesuffix(".json"): json.loads(p.read_text())
-                for p in apiexamples.EXAMPLES_DIR.glob("*.json")}
-    assert set(fresh) == set(recorded), "run: PYTHONPATH=src python -m tests.apiexamples --write"
-    for name, value in fresh.items():
-        if name == "in-progress.response":
-            # Which progress report falls mid-run depends on timing; its shape must not change.
-            assert value["output"].keys() == recorded[name]["output"].keys()
-            continue
-        assert value == recorded[name], f"{name} changed: run PYTHONPATH=src python -m tests.apiexamples --write"
+    recorded = apiexamples.recorded()
+    assert set(fresh) == set(recorded), "run: PYTHONPATH=src:. python -m tests.apiexamples --write"
+    for name, example in fresh.items():
+        assert apiexamples.matches(example, recorded[name], name), \
+            f"{name} changed: run PYTHONPATH=src:. python -m tests.apiexamples --write (with COMFYUI_DIR)"

@@ -69,6 +69,10 @@ def read_images_as_their_clients_do(response: dict[str, Any]) -> list[tuple[str,
 
 
 def test_their_test_input_runs_unchanged(server):
+    """Their test_input's shape (fixtures/worker_comfyui/README.md): an unused image as a data URI, the
+    decoded image saved by two identical SaveImage nodes and previewed. ComfyUI runs the second SaveImage
+    from the first's result and names one file for both: it comes back once (worker-comfyui lists it
+    twice); the preview's temporary file not at all, as there."""
     [(filename, data)] = read_images_as_their_clients_do(server.runsync(their_test_input()["input"]))
     assert filename.startswith("ComfyUI") and filename.endswith(".png")
     with Image.open(io.BytesIO(data)) as img:

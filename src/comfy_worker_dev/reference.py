@@ -5,8 +5,8 @@ Schemas in docs/schema/; a test fails when they differ from what the code says.
 
 Blocks: `<!-- BEGIN name -->…<!-- END name -->` for the tables below, and
 `<!-- BEGIN example NAME -->` (docs/examples/NAME.json as a JSON block) or `<!-- BEGIN error-example NAME -->`
-(the parsed `error` of docs/examples/NAME.json) for the examples that `python -m tests.apiexamples --write`
-records from real runs.
+(the parsed `error` of docs/examples/NAME.json), each followed by what recorded it, for the examples that
+`python -m tests.apiexamples --write` records from runs of the worker.
 """
 
 from __future__ import annotations
@@ -97,15 +97,26 @@ ERROR_EXAMPLES: dict[ErrorCode, str] = {
 }
 
 
-def load_example(name: str) -> object:
-    return json.loads((EXAMPLES_DIR / f"{name}.json").read_text())
+# The one key of an example file that is not part of the body the API sends: what recorded it.
+RECORDED_WITH = "recorded_with"
+
+
+def read_example(path: Path) -> tuple[dict[str, object], str | None]:
+    """(body as the API sends it, what recorded it) of an example file."""
+    data = json.loads(path.read_text())
+    note = data.pop(RECORDED_WITH, None)
+    return data, note
+
+
+def load_example(name: str) -> dict[str, object]:
+    return read_example(EXAMPLES_DIR / f"{name}.json")[0]
 
 
 def recorded_error(code: ErrorCode) -> dict[str, object] | None:
     path = EXAMPLES_DIR / f"failed-{code.value}.response.json"
     if not path.exists():
         return None
-    return json.loads(json.loads(path.read_text())["error"])
+    return json.loads(str(read_example(path)[0]["error"]))
 
 
 def error_example(code: ErrorCode) -> tuple[str, bool]:
@@ -140,14 +151,18 @@ def _json_block(value: object) -> str:
     return "```json\n" + json.dumps(value, indent=2, ensure_ascii=False) + "\n```"
 
 
+def _provenance(name: str) -> str:
+    note = read_example(EXAMPLES_DIR / f"{name}.json")[1] or "not said"
+    return f"<sub>Recorded with: {note} ([file](examples/{name}.json)).</sub>"
+
+
 def example_block(name: str) -> str:
-    return _json_block(load_example(name))
+    return _json_block(load_example(name)) + "\n" + _provenance(name)
 
 
 def error_example_block(name: str) -> str:
     response = load_example(name)
-    assert isinstance(response, dict)
-    return _json_block(json.loads(response["error"]))
+    return _json_block(json.loads(str(response["error"]))) + "\n" + _provenance(name)
 
 
 BLOCKS = {"env": env_table, "errors": error_table, "error-catalogue": error_catalogue_table,

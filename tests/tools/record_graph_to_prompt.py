@@ -44,7 +44,7 @@ VIRTUAL = {"PrimitiveNode", "Reroute", "Note", "MarkdownNote"}
 
 # The recorded templates: each uses only node types ComfyUI 0.33.0 knows. Chosen to cover subgraphs
 # (nested, promoted widgets, bypassed instances, inner ids that clash with outer ones), PrimitiveNode, Reroute,
-# bypassed and muted nodes, seeds inside dynamic combos, and plain graphs.
+# bypassed and muted nodes, seeds inside dynamic combos, ImageCompare's unsaved widget, and plain graphs.
 TEMPLATES: list[str] = [
     'sdxl_simple_example',
     'sdxl_refiner_prompt_example',
@@ -83,6 +83,7 @@ TEMPLATES: list[str] = [
     'image_ernie_image_turbo',
     'image_ming_image_01_design_t2i',
     'video_ltx2_3_t2v',
+    'utility_interpolation_image_upscale',
 ]
 
 

@@ -27,6 +27,10 @@ UPLOAD_KEYS = ("image_upload", "video_upload", "animated_image_upload", "audio_u
 UPLOAD_SLOTS = {"image_upload": 1, "video_upload": 1, "animated_image_upload": 1, "audio_upload": 2,
                 "file_upload": 3}
 SEED_NAMES = frozenset({"seed", "noise_seed"})
+# Widgets the web app keeps out of saved workflows (``widget.serialize = false``) yet sends in the prompt
+# (``options.serialize`` stays true): they take no place in ``widgets_values`` and a loaded workflow gives
+# them their initial value, whatever an older web app saved there. Type -> that initial value.
+UNSAVED_WIDGETS: dict[str, list[Any]] = {"IMAGECOMPARE": ["", ""]}
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,11 @@ class InputSpec:
         if self.options.get("widgetType") or "socketless" in self.options:
             return True  # V3 widget inputs say so themselves
         return self.is_combo or (isinstance(self.type, str) and self.type in WIDGET_TYPES)
+
+    @property
+    def is_unsaved(self) -> bool:
+        """A widget the web app sends but never saves (see UNSAVED_WIDGETS)."""
+        return isinstance(self.type, str) and self.type in UNSAVED_WIDGETS
 
     @property
     def upload_kind(self) -> str | None:
@@ -177,6 +186,8 @@ def has_seed_control(spec: InputSpec, nested: bool = False) -> bool:
 
 def default_value(spec: InputSpec) -> Any:
     """The value the web app gives a widget that the saved workflow has no value for."""
+    if spec.is_unsaved:
+        return list(UNSAVED_WIDGETS[spec.type])
     if "default" in spec.options:
         return spec.options["default"]
     options = spec.combo_options
@@ -231,7 +242,7 @@ def widget_values(info: dict[str, Any], saved: Any,
         name = prefix + spec.name
         if not spec.is_widget:
             return
-        value = take(WidgetSlot(name, "value", spec))
+        value = _MISSING if spec.is_unsaved else take(WidgetSlot(name, "value", spec))
         if value is _MISSING:
             value = default_value(spec)
         if value_of and name in value_of:
