@@ -59,6 +59,7 @@ ENV PYTHONPATH=/worker/src
 # The modules the model step and the build tooling import, and only those (a test keeps the list complete).
 COPY src/comfy_worker/__init__.py src/comfy_worker/settings.py src/comfy_worker/errors.py \
      src/comfy_worker/redaction.py src/comfy_worker/problems.py /worker/src/comfy_worker/
+COPY src/comfy_worker/storage/__init__.py src/comfy_worker/storage/urlsafety.py /worker/src/comfy_worker/storage/
 COPY src/comfy_worker/models/ /worker/src/comfy_worker/models/
 COPY src/comfy_worker_build/ /worker/src/comfy_worker_build/
 

@@ -179,6 +179,8 @@ image_layers() {
     export PYTHONPATH="$dir/worker/src"
     copy_in src/comfy_worker/__init__.py src/comfy_worker/settings.py src/comfy_worker/errors.py \
         src/comfy_worker/redaction.py src/comfy_worker/problems.py /worker/src/comfy_worker/
+    copy_in src/comfy_worker/storage/__init__.py src/comfy_worker/storage/urlsafety.py \
+        /worker/src/comfy_worker/storage/
     copy_in src/comfy_worker/models/ /worker/src/comfy_worker/models/
     copy_in src/comfy_worker_build/ /worker/src/comfy_worker_build/
 

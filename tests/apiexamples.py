@@ -136,6 +136,11 @@ def requests_() -> dict[str, dict[str, Any]]:
             "2": {"class_type": "SaveAnimatedWEBP", "inputs": {
                 "images": ["1", 0], "filename_prefix": "anim", "fps": 6.0, "lossless": False, "quality": 80,
                 "method": "default"}}}},
+        "failed-MODEL_FETCH_FAILED": {"workflow": {
+            "1": {"class_type": "CreateHookLora", "inputs": {"lora_name": "style.safetensors", "strength_model": 1.0,
+                                                             "strength_clip": 1.0}},
+            "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}},
+            "models": [{"url": "https://example.com/loras/style.safetensors", "folder": "loras"}]},
         "failed-EXECUTION_ERROR": {"workflow": _through("ImageSharpen", {
             "sharpen_radius": 1, "sigma": 1.0, "alpha": 1.0})},
         "failed-OUT_OF_MEMORY": {"workflow": _through("ImageBlur", {"blur_radius": 1, "sigma": 1.0})},

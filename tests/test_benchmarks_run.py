@@ -57,3 +57,10 @@ def test_delivery_benchmark_prints_throughputs_cpu_and_ratios(scratch: Path) -> 
     assert output.count("MB/s") == 6
     assert "CPU per round: S3 server" in output
     assert output.count("ratio against the tuned sequential client: ") == 2
+
+
+def test_model_cache_benchmark_two_workers_four_jobs_one_download(scratch: Path) -> None:
+    output = _run("bench_model_cache.py", scratch, "--mb", "8", "--mbps", "40", "--rounds", "1")
+    assert "4 jobs in 2 worker processes sharing one cache" in output and "; all completed" in output
+    assert "downloads the host served per round: 1 (target: 1)" in output
+    assert "time of 4 jobs / time of one download = " in output

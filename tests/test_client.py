@@ -335,3 +335,30 @@ def test_saved_output_base64_is_decoded(tmp_path):
                                                       "data": base64.b64encode(data).decode()}]})
     [path] = outcome.save(tmp_path)
     assert path == tmp_path / "a.png" and path.read_bytes() == data
+
+
+def test_models_by_url_from_the_command_line(tmp_path):
+    from comfy_run import JobSpec
+    from comfy_run.display import ProgressDisplay
+    from comfy_run.spec import parse_model
+
+    assert parse_model("https://hf.co/o/r/resolve/main/a.safetensors:loras") == {
+        "url": "https://hf.co/o/r/resolve/main/a.safetensors", "folder": "loras"}
+    assert parse_model("https://models.example:8443/a.safetensors") == {"url": "https://models.example:8443/a.safetensors"}
+    assert parse_model("s3://bucket/k.safetensors:checkpoints")["folder"] == "checkpoints"
+    with pytest.raises(UsageError, match="--model"):
+        parse_model("ftp://x/a.safetensors")
+    path = _job_file(tmp_path, {"input": {"workflow": {"1": {"class_type": "X", "inputs": {}}},
+                                          "models": [{"url": "https://hf.co/b.safetensors", "folder": "vae"}]}})
+    body = JobSpec.from_files(path, models=["https://hf.co/a.safetensors:loras"]).job_input()
+    assert body["models"] == [{"url": "https://hf.co/b.safetensors", "folder": "vae"},
+                              {"url": "https://hf.co/a.safetensors", "folder": "loras"}]
+    line = ProgressDisplay(io.StringIO()).line_for("IN_PROGRESS", {
+        "stage": "fetching_models", "models": 1, "models_done": 0, "bytes_done": 2 ** 20,
+        "bytes_total": 4 * 2 ** 20, "percent": 25.0})
+    assert "25.0% fetching 1 model file(s): 1.0 of 4.0 MiB" in line
+    lines = describe_error({"code": "MODEL_FETCH_FAILED", "message": "1 model file(s) could not be fetched",
+                            "retryable": False, "details": {"failures": [{
+                                "field": "models[0]", "url": "https://example.com/x.safetensors", "folder": "loras",
+                                "reason": "host_not_allowed", "message": "not allowed", "retryable": False}]}})
+    assert "  models[0] (https://example.com/x.safetensors): host_not_allowed: not allowed" in lines

@@ -76,6 +76,9 @@ def cases(tmp: Path) -> list[tuple[str, Any, FakeComfy, Settings | None]]:
                      "2": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
                      "3": {"class_type": "VAEDecode", "inputs": {"samples": ["2", 0], "vae": ["1", 2]}},
                      "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "x"}}}
+    lora = {"1": {"class_type": "CreateHookLora", "inputs": {"lora_name": "x.safetensors", "strength_model": 1.0,
+                                                             "strength_clip": 1.0}},
+            "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
     return [
         ("INVALID_INPUT", {"workflow": invert(), "imagez": []}, fake(), None),
         ("INVALID_WORKFLOW", {"workflow": invert("ImageInvertt")}, fake(), None),
@@ -94,6 +97,8 @@ def cases(tmp: Path) -> list[tuple[str, Any, FakeComfy, Settings | None]]:
         ("INPUT_FETCH_FAILED", {"workflow": invert(), "images": [{"name": "a.png", "image": "https://127.0.0.1:9/a.png"}]},
          fake(), Settings(allow_private_urls=True, input_fetch_timeout=2)),
         ("OUTPUT_MISSING", {"workflow": empty_image_workflow()}, fake(UnreadableOutputs), None),
+        ("MODEL_FETCH_FAILED", {"workflow": lora, "models": [{"url": "https://example.com/x.safetensors",
+                                                             "folder": "loras"}]}, fake(), None),
         ("INTERNAL_ERROR", {"workflow": invert()}, fake(BrokenCatalogue), None),
     ]
 

@@ -15,6 +15,7 @@ from PIL import Image
 
 from comfy_worker.comfy import HttpComfy, connect
 from comfy_worker.job import run_job
+from comfy_worker.models.cache import cache_model_paths_args
 from comfy_worker_dev.localserver import free_port
 from comfy_worker.settings import Settings
 from comfy_worker_dev.emulator import FAULTS_ENV, make_fake_comfyui_dir
@@ -65,7 +66,8 @@ def boot_runtime(tmp_path: Path, *, faults: dict[str, Any] | None = None, real: 
         os.environ[FAULTS_ENV] = json.dumps(faults)
     try:
         settings = Settings.from_env(env)
-        runtime = connect(settings)
+        # As the worker starts it (app.create_worker), when the test gives the model cache a folder.
+        runtime = connect(settings, cache_model_paths_args(settings) if "MODEL_CACHE_DIR" in env else ())
         runtime.boot()
     finally:
         os.environ.pop(FAULTS_ENV, None)

@@ -21,6 +21,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 EPILOG = """examples:
   RUNPOD_API_KEY=... python -m comfy_run workflow.json --endpoint abc123 \\
       --image example.png=./cat.png --set "6.text=a cat" --set "3.steps=30" --out outputs/
+  python -m comfy_run lora.json --endpoint abc123 \\
+      --model https://huggingface.co/org/repo/resolve/main/style.safetensors:loras
   python -m comfy_run workflow.json --local http://127.0.0.1:8000
   comfy-run test_input.json --local http://localhost:8000      # a job file: its images come along
 
@@ -42,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="input file uploaded as NAME (the name the workflow refers to); repeatable")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="NODE.INPUT=VALUE",
                         help="set a node input by node id or title, e.g. \"6.text=a cat\"; repeatable")
+    parser.add_argument("--model", action="append", default=[], dest="models", metavar="URL[:FOLDER]",
+                        help="a model file the worker fetches by URL before the run (cached for later jobs), e.g. "
+                             "https://huggingface.co/org/repo/resolve/main/style.safetensors:loras; the workflow "
+                             "names it by its file name; repeatable")
     parser.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the outputs (default outputs/)")
     parser.add_argument("--dry-run", action="store_true", help="only check the workflow; run nothing")
     parser.add_argument("--randomize-seeds", action="store_true", help="give every seed a fresh random value")
@@ -64,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         images = dict(parse_image(text) for text in args.image)
-        spec = JobSpec.from_files(args.workflow, images=images, overrides=args.overrides)
+        spec = JobSpec.from_files(args.workflow, images=images, overrides=args.overrides, models=args.models)
         spec.set_execution(**({"dry_run": True} if args.dry_run else {}),
                            **({"randomize_seeds": True} if args.randomize_seeds else {}))
         request = dict(spec.request)

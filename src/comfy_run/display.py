@@ -25,6 +25,11 @@ class ProgressDisplay:
 
     def line_for(self, status: str, progress: Any) -> str:
         elapsed = f"{time.monotonic() - self.started:5.0f}s"
+        if status == "IN_PROGRESS" and isinstance(progress, dict) and progress.get("stage") == "fetching_models":
+            done, total = progress.get("bytes_done") or 0, progress.get("bytes_total")
+            size = f"{done / 2**20:.1f} of {total / 2**20:.1f} MiB" if total else f"{done / 2**20:.1f} MiB"
+            return (f"{self._bar(progress.get('percent', 0.0))} {progress.get('percent', 0.0):5.1f}% fetching "
+                    f"{progress.get('models', 0)} model file(s): {size}  {elapsed}")
         if status == "IN_PROGRESS" and isinstance(progress, dict) and "percent" in progress:
             where = ""
             if progress.get("node"):
@@ -82,6 +87,10 @@ def describe_error(payload: dict[str, Any]) -> list[str]:
     for model in details.get("missing_models", []) if isinstance(details.get("missing_models"), list) else []:
         if isinstance(model, dict) and model.get("closest"):
             lines.append(f"  instead of {model.get('name', model.get('value'))}: maybe {', '.join(model['closest'])}")
+    for failure in details.get("failures", []) if isinstance(details.get("failures"), list) else []:
+        if isinstance(failure, dict):
+            lines.append(f"  {failure.get('field')} ({failure.get('url')}): {failure.get('reason')}: "
+                         f"{failure.get('message', '')}")
     if code == ErrorCode.COMFYUI_UNAVAILABLE.value:
         lines.append("  ComfyUI's last log lines are in the worker's log, under this job's id")
     try:

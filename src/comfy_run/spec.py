@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,21 @@ def parse_image(text: str) -> tuple[str, Path]:
     if not name or not path:
         raise UsageError(f"--image {text!r}: expected \"<name in the workflow>=<file>\"")
     return name, Path(path)
+
+
+_FOLDER = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def parse_model(text: str) -> dict[str, str]:
+    """`"https://host/x.safetensors:loras"` -> {"url": ..., "folder": "loras"}; without `:folder` the worker takes
+    the folder of the loader input that names the file. A port (`host:8443/x`) is part of the URL, not a folder."""
+    url, sep, folder = text.rpartition(":")
+    if not sep or not _FOLDER.match(folder) or "://" not in url:
+        url, folder = text, ""
+    if not re.match(r"^(https?|s3)://\S+$", url, re.IGNORECASE):
+        raise UsageError(f"--model {text!r}: expected \"<https:// or s3:// URL>[:<model folder>]\", e.g. "
+                         "\"https://huggingface.co/org/repo/resolve/main/style.safetensors:loras\"")
+    return {"url": url, **({"folder": folder} if folder else {})}
 
 
 # Fields of a RunPod request beside `input` that a job file may carry; the client sends them on.
@@ -102,10 +118,11 @@ class JobSpec:
     file_images: list[Any] = field(default_factory=list)
     file_inputs: dict[str, Any] | list[Any] | None = None
     request: dict[str, Any] = field(default_factory=dict)
+    models: list[dict[str, str]] = field(default_factory=list)  # --model: fetched by URL, after the file's
 
     @classmethod
     def from_files(cls, workflow: str | Path, *, images: dict[str, str | Path] | None = None,
-                   overrides: list[str] | None = None) -> JobSpec:
+                   overrides: list[str] | None = None, models: list[str] | None = None) -> JobSpec:
         job_input, request = load_job(Path(workflow))
         rest = {k: v for k, v in job_input.items() if k not in {"workflow", "images", "inputs"}}
         file_images = job_input.get("images") or []
@@ -121,6 +138,7 @@ class JobSpec:
         for text in overrides or []:
             key, value = parse_override(text)
             spec.inputs[key] = value
+        spec.models = [parse_model(text) for text in models or []]
         return spec
 
     def set_execution(self, **options: Any) -> None:
@@ -141,6 +159,9 @@ class JobSpec:
         if inputs:
             body["inputs"] = inputs
         body.update(self.extra)
+        if self.models:
+            listed = body.get("models") if isinstance(body.get("models"), list) else []
+            body["models"] = [*listed, *self.models]
         return body
 
     def _merged_inputs(self) -> dict[str, Any] | list[Any] | None:

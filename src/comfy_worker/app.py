@@ -27,7 +27,7 @@ from typing import Any
 from . import __version__, sdk
 from .comfy import AttachedComfy, ManagedComfy, connect
 from .logs import configure_logging
-from .models.volume import volume_model_paths_args
+from .models.cache import comfyui_model_paths_args
 from .settings import Settings, SettingsError
 
 log = logging.getLogger("comfy_worker.app")
@@ -123,8 +123,8 @@ def create_worker(settings: Settings | None = None, *, boot: bool = True) -> Wor
     configure_logging(settings.log_level)
     sdk.disable_sdk_checks()
     settings = _local_cpu_fallback(settings)
-    # Every model folder of ComfyUI mapped onto the network volume, when one is mounted.
-    comfy = connect(settings, volume_model_paths_args(settings) if settings.manages_process else ())
+    # Every model folder of ComfyUI mapped onto the network volume, when one is mounted; the model cache too.
+    comfy = connect(settings, comfyui_model_paths_args(settings) if settings.manages_process else ())
     atexit.register(comfy.shutdown)
     if boot:
         comfy.start()  # ComfyUI takes seconds to boot: the rest of the start-up happens meanwhile

@@ -19,6 +19,7 @@ class ErrorCode(str, Enum):
     INVALID_INPUT = "INVALID_INPUT"
     INVALID_WORKFLOW = "INVALID_WORKFLOW"
     MISSING_MODELS = "MISSING_MODELS"
+    MODEL_FETCH_FAILED = "MODEL_FETCH_FAILED"
     POLICY_VIOLATION = "POLICY_VIOLATION"
     INPUT_FETCH_FAILED = "INPUT_FETCH_FAILED"
     EXECUTION_ERROR = "EXECUTION_ERROR"
@@ -50,6 +51,11 @@ CATALOGUE: dict[ErrorCode, CodeInfo] = {
     ErrorCode.MISSING_MODELS: CodeInfo(
         False, "The workflow names model files that this worker does not have.",
         "Add the files to the image or network volume, or pick one of `details.missing_models[].closest`."),
+    ErrorCode.MODEL_FETCH_FAILED: CodeInfo(
+        False, "A model file the request names by URL could not be fetched: a host the operator does not allow, a "
+        "refused format (pickled), too large, a checksum mismatch, or an HTTP error; nothing of it was kept.",
+        "Read `details.failures[]` (`field`, `reason`, `status`); `retryable` is true only when every failure "
+        "was a passing one (a dropped connection, HTTP 5xx or 429)."),
     ErrorCode.POLICY_VIOLATION: CodeInfo(
         False, "The workflow breaks a rule the operator set (node types, sizes, paths).",
         "Change the workflow to stay within the rule named in `details`."),

@@ -23,7 +23,7 @@ from .errors import ErrorCode, WorkerError
 from .logs import current_job
 from .media.outputs import Collected, collect_outputs
 from .media.staging import StagingPlan, check_images, stage
-from .prepare import prepare
+from .prepare import JobModels, prepare
 from .progress import BatchProgress, ProgressTracker, Sender
 from .redaction import JOBS_SUBFOLDER
 from .schema import JobInput, S3Config, parse_job_input, parse_s3_config
@@ -73,6 +73,7 @@ class Job:
         self.s3_config: S3Config | None = None
         self.plan: StagingPlan | None = None
         self.files = JobFiles(subfolders=[self.folder])
+        self.models = JobModels(job, send_progress)  # files named by URL: held until the cleanup
         self.scratch = Path(tempfile.gettempdir()) / f"comfy-worker-{self.token}"  # outputs copied from /view
 
     async def run(self) -> dict[str, Any]:
@@ -125,7 +126,7 @@ class Job:
         with self.timings.stage("wait_comfyui"):
             await self.comfy.ready()
         with self.timings.stage("preflight"):
-            resolved, self.plan = await asyncio.to_thread(prepare, self.request, self.comfy, self.settings,
+            resolved, self.plan = await asyncio.to_thread(prepare, self.request, self.comfy, self.settings, self.models,
                                                           folder=self.folder, token=self.token, timings=self.timings)
         batch = isinstance(self.request.inputs, list)
         if self.request.execution_config.dry_run:
@@ -281,6 +282,7 @@ class Job:
             self.comfy.cleanup(self.files)
         elif self.files.unsettled:
             self.comfy.cleanup(JobFiles(unsettled=self.files.unsettled))
+        self.models.release()
 
 
 def _all_failed(failed: list[Prompt], count: int) -> WorkerError:

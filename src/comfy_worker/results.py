@@ -39,7 +39,7 @@ def _dry_item(resolved: ResolvedWorkflow) -> dict[str, Any]:
     return {"workflow": resolved.graph, "preflight": resolved.report.to_dict(),
             "media_inputs": [{"node_id": m.node_id, "input_name": m.input_name, "key": m.key}
                              for m in resolved.media],
-            "seeds": resolved.seeds}
+            "seeds": resolved.seeds, **({"models": resolved.models} if resolved.models else {})}
 
 
 def failed(err: WorkerError, job_id: str, timings: dict[str, float]) -> dict[str, Any]:

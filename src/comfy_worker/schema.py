@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, SecretStr, ValidationError, field_validator
 
 from .errors import ErrorCode, WorkerError, invalid_input
 
@@ -136,6 +136,36 @@ class ExecutionConfig(_Strict):
                                       "failing with OUT_OF_MEMORY. Default: the operator's `OOM_RETRY` (on).")
 
 
+class ModelSource(_Strict):
+    """A model file the job needs, fetched by URL before the run (once: a cache keeps it for later jobs). See
+    README's "Models by URL"."""
+
+    url: str = Field(min_length=9, max_length=4096, pattern=r"^([hH][tT][tT][pP][sS]?|[sS]3)://",
+                     description="`https://` on a host the operator allows (`MODEL_URL_HOSTS`: Hugging Face and "
+                     "Civitai unless changed), or `s3://bucket/key` (`BUCKET_INPUT_PREFIXES`, or your `s3Config`).",
+                     examples=["https://huggingface.co/org/repo/resolve/main/style.safetensors"])
+    folder: str | None = Field(None, pattern=r"^[a-z0-9_]{1,64}$",
+                               description="ComfyUI model folder (`loras`, `checkpoints`, `vae`, ...). Default: the "
+                               "folder of the loader input whose value is the file name.")
+    filename: str | None = Field(None, description="The name the workflow gives the file (a loader's value), and "
+                                 "the format it must have. Default: the URL's last path segment.")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$",
+                               description="Checked before the file is used; a mismatch fails the job. Unset: "
+                               "Hugging Face's published hash is checked when it has one.")
+
+    @field_validator("filename")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        if value is not None and ("/" in value or "\\" in value or not _SAFE_NAME.match(value)):
+            raise ValueError("must be a plain file name (letters, digits, '.', '_', '-', spaces; no folders)")
+        return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _lower(cls, value: str | None) -> str | None:
+        return value.lower() if value else value
+
+
 class JobInput(_Strict):
     """`job["input"]` of a RunPod job sent to this worker."""
 
@@ -150,6 +180,11 @@ class JobInput(_Strict):
                           "docs/workflows.md.")
     output_config: OutputConfig = Field(default_factory=OutputConfig)
     execution_config: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    models: list[ModelSource] = Field(
+        default_factory=list, max_length=64,
+        description="Model files to fetch by URL before the run; the workflow's loader inputs that name a file "
+                    "are pointed at the fetched copy. A URL given as a loader's value (in the workflow or "
+                    "`inputs`) is fetched the same way. At most `MODEL_URL_MAX_FILES` per job.")
     comfy_org_api_key: SecretStr | None = Field(
         None, min_length=1, description="Comfy.org API key for ComfyUI's partner API nodes (as worker-comfyui "
         "reads it), passed to ComfyUI as the prompt's `extra_data.api_key_comfy_org`; never logged or returned. "
@@ -249,11 +284,38 @@ class DryRunResult(BaseModel):
     media_inputs: list[dict[str, str]] | None = Field(None, description="`inputs` values that would be uploaded as "
                                                       "files (`node_id`, `input_name`, `key`).")
     seeds: dict[str, int] | None = Field(None, description="Seed values chosen by `randomize_seeds`.")
+    models: list[ModelPlan] | None = Field(None, description="Model files named by URL: what a run would fetch "
+                                           "(or find in the cache), and their size where the server says.")
     items: list[dict[str, Any]] | None = Field(None, description="For a batch: `index`, `workflow`, `preflight`, "
-                                               "`media_inputs` and `seeds` of each input set.")
+                                               "`media_inputs`, `seeds` and `models` of each input set.")
     warnings: list[str]
     timings: dict[str, float]
     worker_version: str = Field(description="Version of the worker that checked the job.")
+
+
+class ModelPlan(BaseModel):
+    """A model file named by URL, as a dry run reports it."""
+
+    field: str = Field(description="Where the request names it: `models[0]`, `inputs.<key>` or "
+                       "`workflow.<node>.<input>`.")
+    url: str = Field(description="The URL, without its query string.")
+    folder: str
+    name: str | None = Field(description="The value the workflow's inputs get (`<key>/<file name>` in the model "
+                             "cache), when known without fetching.")
+    cached: bool = Field(description="Already in the model cache: nothing would be fetched.")
+    size: int | None = Field(description="Bytes, from the cache or as the server says; null when it does not.")
+
+
+class ModelFetchProgress(BaseModel):
+    """`output` of `GET /status` while the job fetches the model files it names by URL (before the run)."""
+
+    stage: Literal["fetching_models"]
+    models: int = Field(description="Files being fetched or waited for (another job may be fetching one).")
+    models_done: int
+    bytes_done: int
+    bytes_total: int | None = Field(description="Null until every file's size is known.")
+    percent: float = Field(ge=0, le=100, description="Of the bytes when their total is known, else of the "
+                           "files; never goes down.")
 
 
 class ProgressPayload(BaseModel):
@@ -271,6 +333,12 @@ class ProgressPayload(BaseModel):
     item: int | None = Field(None, description="In a batch: the input set this report is about.")
     items: int | None = Field(None, description="In a batch: how many input sets it has.")
     item_percent: float | None = Field(None, description="In a batch: that input set's own progress.")
+
+
+class Progress(RootModel[ProgressPayload | ModelFetchProgress]):
+    """`output` of `GET /status` while a job is IN_PROGRESS: its prompt's progress, or its models' download.
+
+    Before the run, while the model files the request names by URL arrive, `stage` is `fetching_models`."""
 
 
 class ErrorPayload(BaseModel):
@@ -358,6 +426,28 @@ class TooLargeDetails(_Details):
     outputs: list[dict[str, Any]]
 
 
+class ModelFetchFailure(BaseModel):
+    field: str = Field(description="Where the request names the file (`models[0]`, `inputs.<key>`, "
+                       "`workflow.<node>.<input>`).")
+    url: str = Field(description="The URL, without query string or credentials.")
+    folder: str
+    reason: Literal["host_not_allowed", "url_refused", "refused_format", "too_large", "checksum_mismatch",
+                    "invalid_file", "http_status", "connection", "download"] = Field(
+        description="`host_not_allowed` (not in MODEL_URL_HOSTS, or an `s3://` outside BUCKET_INPUT_PREFIXES), "
+                    "`url_refused` (the SSRF guard: a private address, or a redirect to one), `refused_format` "
+                    "(pickled or unknown format), `too_large`, `checksum_mismatch`, `invalid_file` (not the "
+                    "format its name says), `http_status` (with `status`), `connection`.")
+    message: str
+    status: int | None = Field(None, description="The HTTP status, for `http_status`.")
+    retryable: bool = Field(description="Whether fetching this file again can succeed.")
+
+
+class ModelFetchDetails(_Details):
+    """MODEL_FETCH_FAILED: every file that could not be had; nothing of them is left in the cache."""
+
+    failures: list[ModelFetchFailure] = Field(min_length=1)
+
+
 ERROR_DETAILS: dict[ErrorCode, type[BaseModel]] = {
     ErrorCode.INVALID_INPUT: InvalidInputDetails,
     ErrorCode.INVALID_WORKFLOW: WorkflowDetails,
@@ -368,6 +458,7 @@ ERROR_DETAILS: dict[ErrorCode, type[BaseModel]] = {
     ErrorCode.COMFYUI_UNAVAILABLE: UnavailableDetails,
     ErrorCode.TIMEOUT: TimeoutDetails,
     ErrorCode.OUTPUT_TOO_LARGE: TooLargeDetails,
+    ErrorCode.MODEL_FETCH_FAILED: ModelFetchDetails,
 }
 
 

@@ -169,6 +169,28 @@ class Settings(BaseModel):
                                          "data before it retries.", 60.0, gt=0)
     model_download_retries: int = _env("MODEL_DOWNLOAD_RETRIES", "Retries (resuming) after a failed model "
                                        "download.", 4, ge=0, le=20)
+    model_cache_dir: Path | None = _env("MODEL_CACHE_DIR", "Cache of the model files requests name by URL "
+                                        "(`models`, or a URL as a loader's value), shown to ComfyUI. Default: the "
+                                        "models root of `start` and `on_demand` files (`<volume>/models` with a "
+                                        "volume, shared by every worker), as `<folder>/<key>/<file>`.")
+    model_cache_max_bytes: int | None = _env("MODEL_CACHE_MAX_BYTES", "Size cap of the model cache, in bytes: the "
+                                             "least recently used files no running job uses are evicted. Unset: "
+                                             "no cap.", None, ge=1)
+    model_url_hosts: str = _env("MODEL_URL_HOSTS", "Comma-separated hosts a request may name models on (`*.` "
+                                "allows subdomains); redirects may lead elsewhere, each hop checked like input "
+                                "URLs. Empty: https models are off. `s3://` models follow BUCKET_INPUT_PREFIXES.",
+                                "huggingface.co,hf.co,civitai.com")
+    model_url_tokens: str = _env("MODEL_URL_TOKENS", "Comma-separated `host=VARIABLE`: the environment variable "
+                                 "whose token is sent (as a bearer token) to that host only, never after a "
+                                 "redirect to another host.",
+                                 "huggingface.co=HF_TOKEN,hf.co=HF_TOKEN,civitai.com=CIVITAI_TOKEN")
+    model_url_max_bytes: int = _env("MODEL_URL_MAX_BYTES", "Largest model file a request may have fetched, in "
+                                    "bytes.", 50 * 1024 ** 3, ge=1)
+    model_url_allow_pickle: bool = _env("MODEL_URL_ALLOW_PICKLE", "Let requests fetch pickled model files "
+                                        "(`.ckpt`, `.pt`, `.pth`, `.bin`, `.pkl`), which can run code when "
+                                        "loaded. Off: only `.safetensors`, `.sft` and `.gguf`.", False)
+    model_url_max_files: int = _env("MODEL_URL_MAX_FILES", "Most model files one job may name by URL.", 8,
+                                    ge=0, le=64)
 
     @field_validator("log_level")
     @classmethod

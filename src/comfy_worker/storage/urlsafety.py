@@ -224,7 +224,20 @@ def fetch_url(url: str, policy: UrlPolicy, *, max_bytes: int, timeout: float, ma
             response.close()
 
 
-def _get_pinned(target: Target, timeout: float, ca_certs: str | None) -> urllib3.BaseHTTPResponse:
+class ConnectionFailed(UrlRefused):
+    """The checked address did not answer (refused, reset, timed out): another attempt may succeed."""
+
+
+def open_pinned(url: str, policy: UrlPolicy, *, headers: dict[str, str], timeout: float,
+                ca_certs: str | None = None) -> urllib3.BaseHTTPResponse:
+    """One GET of one hop, checked and pinned like `fetch_url`'s, with the caller's headers and the body left
+    unread; redirects are the caller's to follow (each through this function again). Large downloads use it."""
+    target = check_url(url, policy)
+    return _get_pinned(target, timeout, ca_certs, headers)
+
+
+def _get_pinned(target: Target, timeout: float, ca_certs: str | None,
+                headers: dict[str, str] | None = None) -> urllib3.BaseHTTPResponse:
     urllib3_timeout = urllib3.Timeout(connect=min(timeout, 15.0), read=timeout)
     pool: urllib3.HTTPConnectionPool
     if target.scheme == "https":
@@ -236,12 +249,12 @@ def _get_pinned(target: Target, timeout: float, ca_certs: str | None) -> urllib3
         pool = urllib3.HTTPConnectionPool(target.address, target.port, timeout=urllib3_timeout, retries=False,
                                           maxsize=1)
     try:
-        return pool.urlopen("GET", target.request_path, headers={"Host": target.host_header,
-                                                                 "User-Agent": "comfy-worker",
-                                                                 "Accept-Encoding": "identity"},
+        return pool.urlopen("GET", target.request_path, headers={"User-Agent": "comfy-worker",
+                                                                 "Accept-Encoding": "identity", **(headers or {}),
+                                                                 "Host": target.host_header},
                             redirect=False, preload_content=False, retries=False)
     except urllib3.exceptions.HTTPError as exc:
-        raise UrlRefused(f"connection failed ({exc.__class__.__name__})") from None
+        raise ConnectionFailed(f"connection failed ({exc.__class__.__name__})") from None
 
 
 def _display(url: str) -> str:

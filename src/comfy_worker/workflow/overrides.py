@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import WorkerError, invalid_input
 from ..problems import closest
 from . import catalogue as cat
+from .models import model_folder
 
 MAX_KEY_CHARS = 512
 _BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]+$")
@@ -131,7 +132,8 @@ def apply_inputs(graph: dict[str, Any], inputs: dict[str, Any] | None,
         if isinstance(value, list):
             value = {"__value__": value}  # a bare list would read as a link
         node["inputs"][name] = value
-        if is_media_value(value, spec):
+        # A URL as a loader's model file is a model to fetch (workflow.model_urls), never media to stage.
+        if is_media_value(value, spec) and model_folder(str(class_type), spec, None) is None:
             media.append(MediaSlot(node_id, name, value, key, _MEDIA_KIND.get(spec.upload_kind or "", "any")))
     return result, media
 

@@ -30,6 +30,7 @@ class ResolvedWorkflow:
     seeds: dict[str, int] = field(default_factory=dict)
     report: PreflightReport | None = None
     output_nodes: list[str] | None = None  # send as partial_execution_targets
+    models: list[dict[str, Any]] = field(default_factory=list)  # a dry run's model files named by URL
 
 
 def build_workflow(workflow: dict[str, Any], object_info: dict[str, Any], *,

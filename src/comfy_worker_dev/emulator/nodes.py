@@ -344,6 +344,33 @@ def checkpoint_loader(ctx: NodeContext, ckpt_name: str, **_: Any):
     return (Opaque(f"MODEL:{ckpt_name}"), Opaque(f"CLIP:{ckpt_name}"), Opaque(f"VAE:{ckpt_name}"))
 
 
+def _load_safetensors_header(ctx: NodeContext, folder: str, name: str) -> dict[str, Any]:
+    """The header of a model file as ComfyUI's loaders find it (every folder of the key, `/` sub-folders), read
+    as `safetensors` does: 8 bytes of length, then JSON. A file that is not there or not safetensors fails."""
+    for root in ctx.folders.model_dirs(folder):
+        path = root / name
+        if path.is_file():
+            with path.open("rb") as handle:
+                length = int.from_bytes(handle.read(8), "little")
+                header = json.loads(handle.read(length)) if 0 < length < 100 * 1024 * 1024 else None
+            if not isinstance(header, dict):
+                raise RuntimeError(f"Error while deserializing header: {name} is not a safetensors file")
+            return header
+    raise FileNotFoundError(f"Model in folder '{folder}' with filename '{name}' not found.")
+
+
+@implements("CreateHookLora", "CreateHookLoraModelOnly")
+def create_hook_lora(ctx: NodeContext, lora_name: str, **_: Any):
+    tensors = [k for k in _load_safetensors_header(ctx, "loras", lora_name) if k != "__metadata__"]
+    return (Opaque(f"HOOKS:{lora_name}:{len(tensors)} tensors"),)
+
+
+@implements("LoraLoader", "LoraLoaderModelOnly")
+def lora_loader(ctx: NodeContext, lora_name: str, model: Any = None, clip: Any = None, **_: Any):
+    _load_safetensors_header(ctx, "loras", lora_name)
+    return (model, clip)
+
+
 @implements("CLIPTextEncode")
 def clip_text_encode(ctx: NodeContext, text: str = "", clip: Any = None, **_: Any):
     return (Opaque(f"CONDITIONING:{text}"),)
