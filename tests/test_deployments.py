@@ -28,7 +28,7 @@ from comfy_worker.job import run_job
 from comfy_worker.settings import Settings
 from comfy_worker_dev.emulator.media import mp4_placeholder
 
-from .captures import capture
+from .captures import capture, capture_path
 from .workerkit import empty_image_workflow, png_b64
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -415,3 +415,55 @@ def test_each_deployed_workflow_has_its_page_and_it_is_current():
             f"{page_path(source)} is stale: python -m comfy_worker.deployments docs workflows"
     page = page_path(sources[0]).read_text()
     assert json.dumps(sources[0].manifest.params["width"].default) in page and sources[0].version in page
+
+
+# --- the operator's tools -----------------------------------------------------------------------------------------
+
+def test_a_draft_offers_titled_nodes_widgets_and_loaders_and_deploys_as_it_is(tmp_path):
+    from comfy_worker.deployments.__main__ import main
+
+    out = tmp_path / "every.yaml"
+    with open(out, "w") as sink:
+        import contextlib
+
+        with contextlib.redirect_stdout(sink):
+            assert main(["draft", str(EVERY_TYPE / "every_type.json"), "--object-info",
+                         str(capture_path("object_info.json"))]) == 0
+    drafted = yaml.safe_load(out.read_text())["params"]
+    assert {name: (p["type"], p["sets"]) for name, p in drafted.items()} == {
+        "picture_image": ("image", "Picture.image"), "resize_upscale_method": ("string", "Resize.upscale_method"),
+        "width": ("integer", "Resize.width"), "height": ("integer", "Resize.height"), "crop": ("string", "Resize.crop"),
+        "zoom_upscale_method": ("string", "Zoom.upscale_method"), "scale_by": ("number", "Zoom.scale_by"),
+        "caption_value": ("string", "Caption.value"), "flag_value": ("boolean", "Flag.value"),
+        "mask_image": ("mask", "Mask.image"), "channel": ("string", "Mask.channel"),
+        "audio": ("audio", "Sound.audio"), "file": ("video", "Clip.file")}
+    assert drafted["width"] | {"description": None} == {"type": "integer", "sets": "Resize.width", "minimum": 0,
+                                                         "maximum": 16384, "default": 64, "description": None}
+    assert drafted["picture_image"]["required"] is True and "default" not in drafted["picture_image"]
+    # Output nodes' file names are the job's business, not the caller's.
+    assert not any("filename_prefix" in p["sets"] for p in drafted.values())
+    shutil.copy(EVERY_TYPE / "every_type.json", tmp_path / "every.json")
+    assert main(["check", str(tmp_path), "--object-info", str(capture_path("object_info.json"))]) == 0
+    assert main(["docs", str(tmp_path)]) == 0 and (tmp_path / "every.md").is_file()
+    assert main(["docs", str(tmp_path), "--check"]) == 0
+    (tmp_path / "every.yaml").write_text(out.read_text().replace("default: 64", "default: 65", 1))
+    assert main(["docs", str(tmp_path), "--check"]) == 1  # the version changed: the page is stale
+    (tmp_path / "every.yaml").write_text(out.read_text().replace("Resize.width", "Resize.wdth"))
+    assert main(["check", str(tmp_path), "--object-info", str(capture_path("object_info.json"))]) == 1
+
+
+def test_a_draft_names_prompts_and_seeds():
+    graph = {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15.safetensors"}},
+             "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]},
+                   "_meta": {"title": "Positive"}},
+             "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]},
+                   "_meta": {"title": "Negative"}},
+             "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
+             "3": {"class_type": "KSampler", "inputs": {"seed": 5, "steps": 20, "cfg": 7.0, "sampler_name": "euler",
+                                                        "scheduler": "normal", "denoise": 1.0, "model": ["4", 0],
+                                                        "positive": ["6", 0], "negative": ["7", 0],
+                                                        "latent_image": ["5", 0]}}}
+    drafted = draft_manifest(graph, CATALOGUE)["params"]
+    assert {name: (p["type"], p["sets"], p.get("default")) for name, p in drafted.items()} == {
+        "seed": ("integer", "3.seed", None),  # no default: the graph's, or a random one on request
+        "positive_text": ("string", "Positive.text", "a cat"), "negative_text": ("string", "Negative.text", "blurry")}

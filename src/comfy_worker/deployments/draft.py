@@ -43,8 +43,8 @@ def draft_manifest(workflow: dict[str, Any], object_info: dict[str, Any]) -> dic
         for spec in cat.expand_inputs(info, node.get("inputs") or {}):
             param = _param_for(spec, node, info, titled)
             if param is not None:
-                param["sets"] = f"{where}.{spec.name}"
-                found.append((spec.name, title, param))
+                found.append((spec.name, title, {"type": param.pop("type"), "sets": f"{where}.{spec.name}",
+                                                 **param}))
     return {"description": "", "params": _named(found)}
 
 
