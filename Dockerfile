@@ -100,9 +100,11 @@ ENV LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
     LOG_LEVEL=INFO
 
 # test_input.json: `docker run IMAGE` without RunPod's environment runs it once (the runpod SDK's
-# single-job mode) and exits 0 when the job succeeds.
+# single-job mode) and exits 0 when the job succeeds. workflows/: the deployed workflows, run by name
+# (DEPLOYED_WORKFLOWS_DIR, relative to the worker's folder), checked at every start.
 COPY src/comfy_worker/ /worker/src/comfy_worker/
 COPY handler.py test_input.json /worker/
+COPY workflows/ /worker/workflows/
 COPY docker/smoke.sh /worker/docker/
 RUN /worker/docker/smoke.sh
 

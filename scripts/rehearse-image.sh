@@ -205,6 +205,7 @@ image_layers() {
 
     copy_in src/comfy_worker/ /worker/src/comfy_worker/
     copy_in handler.py test_input.json /worker/
+    copy_in workflows/ /worker/workflows/
     copy_in docker/smoke.sh /worker/docker/
     step smoke env WORKER_DIR="$dir/worker" PYTHON="$dir/venv/bin/python" "$dir/worker/docker/smoke.sh"
 

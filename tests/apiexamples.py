@@ -115,6 +115,9 @@ def requests_() -> dict[str, dict[str, Any]]:
         "completed": {"workflow": _invert(), "images": [{"name": "example.png", "image": image}]},
         "completed-dry-run": {"workflow": _invert(), "images": [{"name": "example.png", "image": image}],
                               "execution_config": {"dry_run": True}},
+        # workflows/invert: the example deployment of the repository, by name.
+        "completed-named": {"workflow_id": "invert", "params": {"width": 96, "height": 64, "method": "bilinear"}},
+        "completed-catalogue": {"list_workflows": True},
         "failed-INVALID_INPUT": {"workflow": _invert(), "images": [{"name": "../example.png", "image": image}],
                                  "seed": 5},
         "failed-INVALID_WORKFLOW": {"workflow": {
@@ -170,7 +173,7 @@ def normalise(value: Any, key: str | None = None) -> Any:
             return B64_SHORT
         if key == "sha256":
             return SHA256
-        if key in {"id", "job_id"}:
+        if key in {"id", "job_id"} and _UUID.search(value):  # job ids, not a deployed workflow's id
             return JOB_ID
         value = _JOB_ID.sub(JOB_ID, value)
         value = _UUID.sub(PROMPT_ID, value)

@@ -30,7 +30,9 @@ def check_status_response(body: dict) -> None:
     validator("status-response").validate(body)
     status = body["status"]
     if status == "COMPLETED":
-        kind = "dry-run-result" if body["output"].get("dry_run") else "job-result"
+        output = body["output"]
+        kind = "dry-run-result" if output.get("dry_run") else "workflow-catalogue" if "workflows" in output \
+            else "job-result"
         validator(kind).validate(body["output"])
     elif status == "IN_PROGRESS" and "output" in body:
         validator("progress").validate(body["output"])

@@ -19,7 +19,7 @@ from comfy_worker.settings import Settings
 from comfy_worker_dev import apispec
 
 from .captures import capture
-from .workerkit import empty_image_workflow, png_b64
+from .workerkit import empty_image_workflow
 
 CATALOGUE = capture("object_info.json")
 SCHEMA = json.loads(apispec.schema_path("error-payload").read_text())

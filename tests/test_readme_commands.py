@@ -27,6 +27,7 @@ BLOCK = re.compile(r"^```bash\n(.*?)^```", re.DOTALL | re.MULTILINE)
 # emulator as ComfyUI, "run-job" without the placeholder COMFYUI_DIR (the README: then it uses the emulator).
 RUN = {
     "COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/ComfyUI/venv/bin/python ./scripts/run-job.sh": "run-job",
+    "./scripts/run-job.sh invert --param width=256 --param method=bilinear": "run-job-named",
     "./scripts/serve.sh": "serve",
     "curl -s -X POST http://localhost:8000/runsync -H 'Content-Type: application/json' -d @test_input.json": "server",
     "curl -s -X POST http://localhost:8000/run -H 'Content-Type: application/json' -d @test_input.json": "server",
@@ -126,6 +127,21 @@ def test_run_job_script_with_the_emulator(tmp_path):
     assert "status: COMPLETED" in out
     [saved] = (tmp_path / "out").iterdir()
     assert saved.read_bytes()[:8] == base64.b64decode("iVBORw0KGgo=")[:8]
+
+
+def test_run_job_script_runs_the_example_deployment_by_name(tmp_path):
+    """The README's main command with a deployed workflow's id: the request is a few dozen bytes, the image
+    is the size asked for."""
+    [command] = [c for c, how in RUN.items() if how == "run-job-named"]
+    out = shell(f"{command} --out {tmp_path / 'out'}", tmp_path, env={"COMFYUI_DIR": "", "COMFYUI_PYTHON": ""},
+                timeout=600)
+    assert "status: COMPLETED" in out and "workflow: invert version " in out
+    assert 'request (84 bytes): {"input": {"workflow_id": "invert"' in out
+    [saved] = (tmp_path / "out").iterdir()
+    from PIL import Image
+
+    with Image.open(saved) as img:
+        assert img.size == (256, 128)
 
 
 def test_serve_script_answers_runsync(tmp_path):

@@ -9,15 +9,12 @@ the worker against the emulator and, with COMFYUI_DIR, the real ComfyUI.
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import json
 import os
 import random
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 

@@ -1,4 +1,5 @@
-"""`python -m comfy_run`: run a workflow file on a RunPod endpoint or the local test server."""
+"""`python -m comfy_run`: run a workflow file, or a workflow deployed on the worker by name, on a RunPod
+endpoint or the local test server."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import sys
 from pathlib import Path
 
 from .backends import Backend, BackendError, LocalBackend, RunPodBackend
-from .display import ProgressDisplay, describe_error
+from .display import ProgressDisplay, describe_catalogue, describe_error
 from .runner import run_workflow
-from .spec import JobSpec, UsageError, parse_image
+from .spec import WORKFLOW_ID, JobSpec, UsageError, parse_image, parse_model
 
 log = logging.getLogger("comfy_run")
 
@@ -25,6 +26,8 @@ EPILOG = """examples:
       --model https://huggingface.co/org/repo/resolve/main/style.safetensors:loras
   python -m comfy_run workflow.json --local http://127.0.0.1:8000
   comfy-run test_input.json --local http://localhost:8000      # a job file: its images come along
+  comfy-run invert --param width=256 --param image=./cat.png --local http://localhost:8000   # deployed, by name
+  comfy-run --list --local http://localhost:8000               # the deployed workflows and their parameters
 
 exit codes: 0 completed, 1 failed, 2 bad arguments or endpoint unreachable, 130 cancelled (Ctrl-C)"""
 
@@ -32,10 +35,15 @@ exit codes: 0 completed, 1 failed, 2 bad arguments or endpoint unreachable, 130 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="comfy-run", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("workflow", type=Path,
+    parser.add_argument("workflow", nargs="?",
                         help="a job file ({\"input\": {...}}, e.g. test_input.json or docs/examples/*.request.json: "
-                             "its images, inputs, output and execution config are sent too), or a workflow in "
-                             "ComfyUI's API or UI format; the options below override the file")
+                             "its images, inputs, output and execution config are sent too), a workflow in "
+                             "ComfyUI's API or UI format (the options below override the file), or the id of a "
+                             "workflow deployed on the worker (its parameters with --param)")
+    parser.add_argument("--param", action="append", default=[], dest="params", metavar="NAME=VALUE",
+                        help="a deployed workflow's parameter, e.g. \"prompt=a cat\", \"seed=3\", "
+                             "\"image=./cat.png\" (a file is sent as data); repeatable")
+    parser.add_argument("--list", action="store_true", help="list the workflows deployed on the worker")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--endpoint", default=os.environ.get("RUNPOD_ENDPOINT_ID"),
                        help="RunPod endpoint id (default $RUNPOD_ENDPOINT_ID); the key comes from $RUNPOD_API_KEY")
@@ -65,12 +73,28 @@ def make_backend(args: argparse.Namespace) -> Backend:
     return RunPodBackend(args.endpoint)
 
 
+def _spec(args: argparse.Namespace) -> JobSpec:
+    if args.list:
+        return JobSpec.listing()
+    if not args.workflow:
+        raise UsageError("name a workflow file, or the id of a deployed workflow (--list shows them)")
+    if not Path(args.workflow).exists() and WORKFLOW_ID.match(args.workflow):
+        if args.image or args.overrides:
+            raise UsageError(f"{args.workflow!r} is no file: a deployed workflow takes --param, not --image or --set")
+        spec = JobSpec.named(args.workflow, args.params)
+        spec.models = [parse_model(text) for text in args.models]
+        return spec
+    images = dict(parse_image(text) for text in args.image)
+    spec = JobSpec.from_files(Path(args.workflow), images=images, overrides=args.overrides, models=args.models)
+    spec.add_params(args.params)
+    return spec
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        images = dict(parse_image(text) for text in args.image)
-        spec = JobSpec.from_files(args.workflow, images=images, overrides=args.overrides, models=args.models)
+        spec = _spec(args)
         spec.set_execution(**({"dry_run": True} if args.dry_run else {}),
                            **({"randomize_seeds": True} if args.randomize_seeds else {}))
         request = dict(spec.request)
@@ -100,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         sys.stdout.write(json.dumps({"id": outcome.job_id, "status": outcome.status, "output": outcome.output,
                                      "error": outcome.error}, indent=2) + "\n")
+    if outcome.status == "COMPLETED" and "workflows" in (outcome.output or {}):
+        for line in describe_catalogue(outcome.output or {}):
+            sys.stdout.write(line + "\n")
+        return EXIT_OK
     if outcome.status == "COMPLETED":
         saved = outcome.save(args.out)
         for path in saved:

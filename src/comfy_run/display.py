@@ -101,3 +101,31 @@ def describe_error(payload: dict[str, Any]) -> list[str]:
         lines.append(f"  retryable: {'yes' if info.retryable else 'no'}")
         lines.append(f"  what to do: {info.action}")
     return lines
+
+
+def describe_catalogue(output: dict[str, Any]) -> list[str]:
+    """The answer to `list_workflows`: each deployed workflow with its parameters, and those unavailable."""
+    lines: list[str] = []
+    for workflow in output.get("workflows") or []:
+        head = f"{workflow['id']}  (version {workflow.get('version')})  {workflow.get('description', '')}"
+        lines.append(head.rstrip())
+        schema = workflow.get("params_schema") or {}
+        required = set(schema.get("required") or [])
+        for name, prop in (schema.get("properties") or {}).items():
+            kind = prop.get("x-media") or prop.get("type")
+            extra = []
+            if name in required:
+                extra.append("required")
+            if "enum" in prop:
+                extra.append("one of " + ", ".join(str(v) for v in prop["enum"]))
+            if "minimum" in prop or "maximum" in prop:
+                extra.append(f"{prop.get('minimum', '')}..{prop.get('maximum', '')}")
+            if "default" in prop and prop.get("x-media") is None:
+                extra.append(f"default {prop['default']!r}")
+            note = f" [{'; '.join(extra)}]" if extra else ""
+            lines.append(f"  --param {name}=<{kind}>{note}  {prop.get('description', '')}".rstrip())
+    for broken in output.get("unavailable") or []:
+        lines.append(f"{broken['id']}  UNAVAILABLE ({broken.get('code')}): {broken.get('reason')}")
+    if not lines:
+        lines.append("no workflow is deployed on this worker")
+    return lines

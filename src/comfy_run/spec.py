@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import mimetypes
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,28 @@ def parse_override(text: str) -> tuple[str, Any]:
     if isinstance(value, dict):
         value = raw  # an object would be read by the worker as a node link or literal; keep the text
     return key, value
+
+
+# What a deployed workflow's id looks like (the worker's rule): a word, not a file name.
+WORKFLOW_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """`"prompt=a cat"` -> ("prompt", "a cat"); a value that reads as JSON keeps its type (`seed=3`, `scale=0.5`,
+    `flag=true`; `'prompt="42"'` is the text 42); a value naming a file is sent as a data URI (media parameters)."""
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise UsageError(f"--param {text!r}: expected \"<name>=<value>\", e.g. \"prompt=a cat\" or \"image=./cat.png\"")
+    path = Path(raw).expanduser()
+    if raw and path.is_file():
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return name, f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return name, (raw if isinstance(value, (dict, list)) or value is None else value)
 
 
 def parse_image(text: str) -> tuple[str, Path]:
@@ -81,9 +104,13 @@ def load_job(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
                 data = json.loads(data)
             except ValueError as exc:
                 raise UsageError(f"{path}: `input` is a string that is not JSON: {exc}") from None
-        if not isinstance(data, dict) or "workflow" not in data:
-            raise UsageError(f"{path}: `input` holds no `workflow`")
+        if not isinstance(data, dict) or not ({"workflow", "workflow_id", "list_workflows"} & set(data)):
+            raise UsageError(f"{path}: `input` holds no `workflow` (nor a deployed workflow's `workflow_id`)")
         job_input = dict(data)
+        if "workflow" not in job_input:
+            return job_input, request  # a deployed workflow by name, or the catalogue
+    elif isinstance(data, dict) and "workflow_id" in data and "nodes" not in data:
+        return dict(data), request
     elif isinstance(data, dict) and "workflow" in data and "nodes" not in data:
         job_input = dict(data)
     else:
@@ -111,7 +138,7 @@ def load_workflow(path: Path) -> dict[str, Any]:
 class JobSpec:
     """A job input: what a file holds, with command-line images and `--set` values over it."""
 
-    workflow: dict[str, Any] | str
+    workflow: dict[str, Any] | str | None
     images: dict[str, bytes] = field(default_factory=dict)
     inputs: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -119,11 +146,42 @@ class JobSpec:
     file_inputs: dict[str, Any] | list[Any] | None = None
     request: dict[str, Any] = field(default_factory=dict)
     models: list[dict[str, str]] = field(default_factory=list)  # --model: fetched by URL, after the file's
+    workflow_id: str | None = None  # a deployed workflow, run by name with `params`
+    params: dict[str, Any] = field(default_factory=dict)
+    file_params: dict[str, Any] | list[Any] | None = None
+
+    @classmethod
+    def named(cls, workflow_id: str, params: list[str] | None = None) -> JobSpec:
+        """A deployed workflow by name; `params` as `--param` gives them (`name=value`)."""
+        if not WORKFLOW_ID.match(workflow_id):
+            raise UsageError(f"{workflow_id!r} is neither a file nor a deployed workflow's id (letters, digits, "
+                             "'_' and '-')")
+        spec = cls(None, workflow_id=workflow_id)
+        spec.add_params(params or [])
+        return spec
+
+    @classmethod
+    def listing(cls) -> JobSpec:
+        """The job that asks for the catalogue of deployed workflows."""
+        return cls(None, extra={"list_workflows": True})
+
+    def add_params(self, params: list[str]) -> None:
+        if params and self.workflow_id is None:
+            raise UsageError("--param sets a deployed workflow's parameters; a graph takes --set and --image")
+        for text in params:
+            name, value = parse_param(text)
+            self.params[name] = value
 
     @classmethod
     def from_files(cls, workflow: str | Path, *, images: dict[str, str | Path] | None = None,
                    overrides: list[str] | None = None, models: list[str] | None = None) -> JobSpec:
         job_input, request = load_job(Path(workflow))
+        if "workflow" not in job_input:
+            if images or overrides:
+                raise UsageError(f"{workflow} names a deployed workflow: give its parameters with --param")
+            rest = {k: v for k, v in job_input.items() if k not in {"workflow_id", "params"}}
+            return cls(None, extra=rest, request=request, workflow_id=job_input.get("workflow_id"),
+                       file_params=job_input.get("params"))
         rest = {k: v for k, v in job_input.items() if k not in {"workflow", "images", "inputs"}}
         file_images = job_input.get("images") or []
         if not isinstance(file_images, list):
@@ -148,6 +206,12 @@ class JobSpec:
             self.extra["execution_config"] = {**(current if isinstance(current, dict) else {}), **options}
 
     def job_input(self) -> dict[str, Any]:
+        if self.workflow is None:
+            body = {} if self.workflow_id is None else {"workflow_id": self.workflow_id}
+            params = _merged(self.file_params, self.params)
+            if params:
+                body["params"] = params
+            return {**body, **self.extra}
         body: dict[str, Any] = {"workflow": self.workflow}
         # An image given on the command line replaces the file's image of the same name.
         images = [i for i in self.file_images if not (isinstance(i, dict) and i.get("name") in self.images)]
@@ -166,8 +230,13 @@ class JobSpec:
 
     def _merged_inputs(self) -> dict[str, Any] | list[Any] | None:
         """The file's `inputs` with `--set` values over them; in a batch, over every input set."""
-        if isinstance(self.file_inputs, list):
-            return [{**item, **self.inputs} if isinstance(item, dict) else item for item in self.file_inputs]
-        if isinstance(self.file_inputs, dict):
-            return {**self.file_inputs, **self.inputs}
-        return dict(self.inputs) if self.inputs else self.file_inputs
+        return _merged(self.file_inputs, self.inputs)
+
+
+def _merged(from_file: dict[str, Any] | list[Any] | None, given: dict[str, Any]) -> dict[str, Any] | list[Any] | None:
+    """A file's values with the command line's over them; in a batch, over every set."""
+    if isinstance(from_file, list):
+        return [{**item, **given} if isinstance(item, dict) else item for item in from_file]
+    if isinstance(from_file, dict):
+        return {**from_file, **given}
+    return dict(given) if given else from_file

@@ -2,8 +2,8 @@
 without taking a job), the job handler, and what makes the worker end after a job.
 
 Order at start (docs/runpod.md): settings → ComfyUI spawned → the runpod SDK imported meanwhile → `start`
-models fetched → ComfyUI answers → its device checked → warm-up → ready. All of it within
-`Settings.start_budget`, which stays below RunPod's own init timeout.
+models fetched → ComfyUI answers → its device checked → deployed workflows checked → warm-up → ready. All of it
+within `Settings.start_budget`, which stays below RunPod's own init timeout.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 
 from . import __version__, sdk
 from .comfy import AttachedComfy, ManagedComfy, connect
+from .deployments import Deployments, load_deployments
 from .logs import configure_logging
 from .models.cache import comfyui_model_paths_args
 from .settings import Settings, SettingsError
@@ -48,6 +49,7 @@ class WorkerApp:
     ending: str | None = None  # why this worker ends after the job in flight
     in_flight: int = 0
     last_job_ended: float = 0.0
+    deployments: Deployments | None = None  # the workflows requests run by name, checked at start
     _config: dict[str, Any] | None = None
 
     @property
@@ -162,8 +164,10 @@ def _start(app: WorkerApp, settings: Settings, comfy: Comfy, deadline: float) ->
     problem = _device_problem(settings, comfy)
     if problem:
         return problem
+    app.deployments = load_deployments(settings, comfy)  # a broken one is logged and refused, the rest serve
+    app.cold_start["deployments"] = app.deployments.seconds
     if settings.warmup_workflow:
-        seconds = _warm_up(settings, comfy, deadline - time.monotonic())
+        seconds = _warm_up(settings, comfy, deadline - time.monotonic(), app.deployments.trusted())
         if seconds is None:
             return f"the warm-up workflow did not finish within the start budget of {budget:.0f} s"
         app.cold_start["warmup"] = round(seconds, 3)
@@ -187,7 +191,7 @@ def _job_handler(app: WorkerApp, settings: Settings, comfy: Comfy) -> Handler:
         send, poster = sdk.progress_sender(job)
         try:
             try:
-                result = await run_job(job, comfy, settings, send)
+                result = await run_job(job, comfy, settings, send, app.deployments)
             finally:
                 if poster is not None:
                     await poster.aclose()  # no progress post may arrive after the result
@@ -285,7 +289,7 @@ def _fetch_start_models(settings: Settings, deadline: float) -> float | None:
     return time.monotonic() - started
 
 
-def _warm_up(settings: Settings, comfy: Comfy, seconds_left: float) -> float | None:
+def _warm_up(settings: Settings, comfy: Comfy, seconds_left: float, deployments: Deployments) -> float | None:
     """Run the operator's warm-up workflow once, so the first real job finds its models loaded. Seconds
     taken, or None when it outran the start budget."""
     started = time.monotonic()
@@ -298,7 +302,7 @@ def _warm_up(settings: Settings, comfy: Comfy, seconds_left: float) -> float | N
     job_input = data["input"] if isinstance(data, dict) and "input" in data else {"workflow": data}
     from .job import run_job
 
-    job = run_job({"id": "warmup", "input": job_input}, comfy, settings, lambda p: None)
+    job = run_job({"id": "warmup", "input": job_input}, comfy, settings, lambda p: None, deployments)
     try:
         result = asyncio.run(asyncio.wait_for(job, max(1.0, seconds_left)))
     except asyncio.TimeoutError:

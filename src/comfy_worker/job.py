@@ -19,6 +19,7 @@ from . import results
 from .comfy import ComfyConnection, JobFiles, PromptOutcome
 from .comfy.failures import out_of_memory_again
 from .delivery import DeliveryContext, check_delivery_options, deliver_outputs
+from .deployments import Deployments, resolve_request
 from .errors import ErrorCode, WorkerError
 from .logs import current_job
 from .media.outputs import Collected, collect_outputs
@@ -26,7 +27,7 @@ from .media.staging import StagingPlan, check_images, stage
 from .prepare import JobModels, prepare
 from .progress import BatchProgress, ProgressTracker, Sender
 from .redaction import JOBS_SUBFOLDER
-from .schema import JobInput, S3Config, parse_job_input, parse_s3_config
+from .schema import JobInput, S3Config, parse_s3_config
 from .settings import Settings
 from .storage.s3 import s3_target
 from .timings import Timings
@@ -58,12 +59,16 @@ class Prompt:
 class Job:
     """One job against one ComfyConnection."""
 
-    def __init__(self, job: dict[str, Any], comfy: ComfyConnection, settings: Settings, send_progress: Sender) -> None:
+    def __init__(self, job: dict[str, Any], comfy: ComfyConnection, settings: Settings, send_progress: Sender,
+                 deployments: Deployments | None = None) -> None:
         self.raw = job
         self.job_id = str(job.get("id", "unknown"))
         self.comfy = comfy
         self.settings = settings
         self.send_progress = send_progress
+        # The workflows it may name (none loaded: the operator's deployed-only rule still holds); `named`: the
+        # deployed workflow its result names.
+        self.deployments, self.named = deployments or Deployments.none(settings), {}
         self.timings = Timings()
         self.token = f"{_UNSAFE.sub('_', self.job_id)[:40]}-{uuid.uuid4().hex[:8]}"
         self.folder = f"{JOBS_SUBFOLDER}/{self.token}"  # its own subfolder of ComfyUI's input and output folders
@@ -85,6 +90,7 @@ class Job:
                 result = await asyncio.wait_for(self._stages(), timeout) if timeout else await self._stages()
             except asyncio.TimeoutError:
                 raise await self._timed_out(timeout) from None
+            result.update(self.named)  # a deployed workflow's result names it and its version
             log.info("outcome=completed seconds=%.3f outputs=%s", result["timings"]["total"], results.summary(result))
             return result
         except WorkerError as err:
@@ -108,8 +114,8 @@ class Job:
     def _parse(self) -> float | None:
         """The request, checked whole; the job's time limit is the request's (capped) or the operator's."""
         with self.timings.stage("parse"):
-            self.request = parse_job_input(self.raw.get("input"), **self.settings.input_limits(),
-                                           warnings=self.warnings)
+            self.request, self.named = resolve_request(self.raw.get("input"), self.settings, self.deployments,
+                                                       self.warnings)
             self.s3_config = parse_s3_config(self.raw.get("s3Config"))
             check_images(self.request.images, max_count=self.settings.max_input_images)
             check_delivery_options(self.request.output_config, self.s3_config, self.settings)
@@ -123,6 +129,8 @@ class Job:
 
     async def _stages(self) -> dict[str, Any]:
         assert self.request is not None
+        if self.request.list_workflows:
+            return self.deployments.catalogue(self.timings.total())
         with self.timings.stage("wait_comfyui"):
             await self.comfy.ready()
         with self.timings.stage("preflight"):
@@ -222,7 +230,8 @@ class Job:
                         prompt.error = err
         failed = [p for p in self.prompts if p.error is not None]
         if not done:
-            raise _all_failed(failed, len(self.prompts))
+            raise results.all_failed([(p.index, p.prompt_id, p.error) for p in failed if p.error],
+                                     len(self.prompts))
         with self.timings.stage("deliver"):
             delivered = deliver_outputs(DeliveryContext(self.job_id, done[0][0].prompt_id),
                                         [o for _, c in done for o in c.outputs], self.request.output_config,
@@ -285,16 +294,6 @@ class Job:
         self.models.release()
 
 
-def _all_failed(failed: list[Prompt], count: int) -> WorkerError:
-    """A batch whose every item failed fails with the first item's code, naming each item's error."""
-    first = failed[0].error
-    assert first is not None
-    items = [{"index": p.index, "prompt_id": p.prompt_id, **p.error.payload()} for p in failed if p.error]
-    # The first item's details keep the shape its code has; `items` adds every item's own error.
-    return WorkerError(first.code, f"all {count} items of the batch failed; item 0: {first.message}",
-                       {**first.details, "items": items},
-                       refresh_worker=any(p.error.refresh_worker for p in failed if p.error))
-
-
-async def run_job(job: dict[str, Any], comfy: ComfyConnection, settings: Settings, send_progress: Sender) -> dict[str, Any]:
-    return await Job(job, comfy, settings, send_progress).run()
+async def run_job(job: dict[str, Any], comfy: ComfyConnection, settings: Settings, send_progress: Sender,
+                  deployments: Deployments | None = None) -> dict[str, Any]:
+    return await Job(job, comfy, settings, send_progress, deployments).run()

@@ -58,7 +58,8 @@ def prepare(request: JobInput, comfy: ComfyConnection, settings: Settings, model
 def _finalize(built: list[ResolvedWorkflow], request: JobInput, comfy: ComfyConnection, folder: str,
               token: str) -> StagingPlan:
     catalogue = comfy.catalogue()
-    plan = plan_staging(request.images, [r.graph for r in built], [r.media for r in built], folder)
+    plan = plan_staging(request.images, [r.graph for r in built], [r.media for r in built], folder,
+                        request.param_names)
     for resolved, graph in zip(built, plan.graphs):
         resolved.graph = isolate_outputs(graph, folder, token, catalogue)
         resolved.media = []  # staged under the names the graph now holds

@@ -50,6 +50,17 @@ def failed(err: WorkerError, job_id: str, timings: dict[str, float]) -> dict[str
     return out
 
 
+def all_failed(failed: list[tuple[int, str, WorkerError]], count: int) -> WorkerError:
+    """A batch whose every item failed fails with the first item's code, naming each item's error (`failed`:
+    index, prompt id and error of each item)."""
+    first = failed[0][2]
+    items = [{"index": index, "prompt_id": prompt_id, **error.payload()} for index, prompt_id, error in failed]
+    # The first item's details keep the shape its code has; `items` adds every item's own error.
+    return WorkerError(first.code, f"all {count} items of the batch failed; item 0: {first.message}",
+                       {**first.details, "items": items},
+                       refresh_worker=any(error.refresh_worker for _, _, error in failed))
+
+
 def summary(result: dict[str, Any]) -> str:
     """The outputs of a result as one short log item each (never their data or URLs)."""
     items = []

@@ -8,9 +8,10 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, SecretStr, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, RootModel, SecretStr, ValidationError,
+                      WithJsonSchema, field_validator)
 
 from .errors import ErrorCode, WorkerError, invalid_input
 
@@ -169,8 +170,14 @@ class ModelSource(_Strict):
 class JobInput(_Strict):
     """`job["input"]` of a RunPod job sent to this worker."""
 
-    workflow: dict[str, Any] = Field(description="The workflow: ComfyUI's API format (node id -> node), or the "
-                                     "UI format the web app saves (converted on the worker).")
+    # A graph, a deployed workflow's name, or the catalogue: the schema says that one of them is required.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": ["workflow"]}, {"required": ["workflow_id"]},
+        {"required": ["list_workflows"], "properties": {"list_workflows": {"const": True}}}]})
+
+    workflow: dict[str, Any] | None = Field(None, description="The workflow: ComfyUI's API format (node id -> "
+                                            "node), or the UI format the web app saves (converted on the worker). "
+                                            "Required unless `workflow_id` names a deployed workflow.")
     images: list[InputImage] = Field(default_factory=list,
                                      description="Input images, uploaded to ComfyUI before the run.")
     inputs: dict[str, Any] | list[dict[str, Any]] | None = Field(
@@ -189,6 +196,22 @@ class JobInput(_Strict):
         None, min_length=1, description="Comfy.org API key for ComfyUI's partner API nodes (as worker-comfyui "
         "reads it), passed to ComfyUI as the prompt's `extra_data.api_key_comfy_org`; never logged or returned. "
         "Default: the operator's `COMFY_ORG_API_KEY`.")
+    workflow_id: str | None = Field(None, min_length=1, max_length=64, description="A workflow deployed on this "
+                                    "worker, run by name instead of a `workflow` graph; its parameters go in "
+                                    "`params` (docs/workflows.md#deployed-workflows).")
+    # Checked against the workflow's own schema (deployments.params), which names each parameter in its errors.
+    params: Annotated[Any, WithJsonSchema({"anyOf": [{"type": "object"}, {"type": "array", "items": {
+        "type": "object"}}, {"type": "null"}]})] = Field(
+        None, description="Parameter values of the deployed workflow `workflow_id`, checked against its JSON "
+                          "Schema (`list_workflows` serves it). A list of such objects is a batch, as with `inputs`.")
+    list_workflows: bool = Field(False, description="Answer with the catalogue of deployed workflows (id, "
+                                 "version, description, JSON Schema of `params`) instead of running anything.")
+    # A request by `workflow_id` runs as `inputs`: the parameter behind each key, for messages to name.
+    _param_names: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def param_names(self) -> dict[str, str]:
+        return self._param_names
 
     def comfy_extra_data(self, operator_key: SecretStr | None) -> dict[str, Any]:
         """What ComfyUI's nodes get beside the graph: the Comfy.org key for partner API nodes, the request's
@@ -198,8 +221,8 @@ class JobInput(_Strict):
 
     @field_validator("workflow")
     @classmethod
-    def _non_empty(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if not value:
+    def _non_empty(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and not value:
             raise ValueError("must contain at least one node")
         return value
 
@@ -263,6 +286,10 @@ class JobResult(BaseModel):
     items: list[BatchItem] | None = Field(None, description="In a batch: the outcome of each input set.")
     worker_version: str = Field(description="Version of the worker that ran the job (semantic; CHANGELOG.md "
                                 "says what each version may change).")
+    workflow_id: str | None = Field(None, description="The deployed workflow that ran (a request by "
+                                    "`workflow_id`).")
+    workflow_version: str | None = Field(None, description="Its version: a content hash of its graph and "
+                                         "manifest.")
 
 
 class BatchItem(BaseModel):
@@ -291,6 +318,10 @@ class DryRunResult(BaseModel):
     warnings: list[str]
     timings: dict[str, float]
     worker_version: str = Field(description="Version of the worker that checked the job.")
+    workflow_id: str | None = Field(None, description="The deployed workflow that ran (a request by "
+                                    "`workflow_id`).")
+    workflow_version: str | None = Field(None, description="Its version: a content hash of its graph and "
+                                         "manifest.")
 
 
 class ModelPlan(BaseModel):
@@ -388,9 +419,10 @@ class WorkflowProblem(BaseModel):
 class WorkflowDetails(_Details):
     """INVALID_WORKFLOW, MISSING_MODELS and POLICY_VIOLATION: what found the problems, and every one of them."""
 
-    source: Literal["preflight", "comfyui", "conversion"] = Field(
-        description="Who refused the graph: the worker's pre-flight check, ComfyUI itself, or the UI→API "
-                    "conversion.")
+    source: Literal["preflight", "comfyui", "conversion", "deployment"] = Field(
+        description="Who refused the graph: the worker's pre-flight check, ComfyUI itself, the UI→API "
+                    "conversion, or the deployed workflow's own files (its manifest; the endpoint's "
+                    "deployed-only rule).")
     problems: list[WorkflowProblem] = Field(min_length=1)
     node_errors: dict[str, Any] = Field(description="ComfyUI's own per-node errors (empty when ComfyUI was not "
                                         "asked or named no node).")
@@ -570,14 +602,42 @@ def parse_job_input(raw: Any, *, max_depth: int = 64, max_nodes: int = 5000, max
         raise invalid_input("input", f"got {type(raw).__name__}", message="job input must be a JSON object")
     check_input_shape(raw, max_depth=max_depth, max_nodes=max_nodes, max_bytes=max_bytes, max_text=max_text,
                       max_workflow=max_workflow)
+    errors: list[dict[str, str]] = []
     try:
-        return JobInput.model_validate(raw)
+        request = JobInput.model_validate(raw)
     except ValidationError as exc:
         errors = [_field_error(err) for err in exc.errors(include_url=False)]
+    errors += _combination_errors(raw)
+    if errors:
         summary = "; ".join(f"{e['field']}: {e['problem']}" for e in errors[:5])
         if len(errors) > 5:
             summary += f"; and {len(errors) - 5} more"
         raise WorkerError(ErrorCode.INVALID_INPUT, f"invalid job input: {summary}", {"errors": errors}) from None
+    return request
+
+
+def _combination_errors(raw: dict[str, Any]) -> list[dict[str, str]]:
+    """What the fields say together: a graph (`workflow`) or a deployed workflow's name (`workflow_id`), or
+    the catalogue (`list_workflows`), each with the fields that go with it."""
+    graph, named = raw.get("workflow") is not None, raw.get("workflow_id") is not None
+    errors = []
+    if raw.get("list_workflows") is True:
+        if graph or named:
+            errors.append({"field": "list_workflows", "problem": "asks for the catalogue only; send it without "
+                           "`workflow` or `workflow_id`"})
+    elif not (graph or named):
+        errors.append({"field": "workflow", "problem": "required field is missing (or name a deployed workflow "
+                       "in `workflow_id`)"})
+    elif graph and named:
+        errors.append({"field": "workflow_id", "problem": "give `workflow` (a graph) or `workflow_id` (a deployed "
+                       "workflow), not both"})
+    if named:
+        errors += [{"field": name, "problem": f"a deployed workflow takes `params`, not `{name}`"}
+                   for name in ("inputs", "images") if raw.get(name)]
+    elif raw.get("params") is not None:
+        errors.append({"field": "params", "problem": "`params` go with `workflow_id` (a deployed workflow); a "
+                       "graph takes `inputs`"})
+    return errors
 
 
 def _field_error(err: Any) -> dict[str, str]:

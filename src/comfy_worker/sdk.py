@@ -152,7 +152,7 @@ def progress_sender(job: dict[str, Any]) -> tuple[Callable[[dict[str, Any]], Non
 # The settings a person starting the worker by hand is most likely to need; README.md lists every one.
 _MAIN_SETTINGS = ("COMFYUI_DIR", "COMFYUI_PYTHON", "COMFYUI_URL", "COMFYUI_EXTRA_ARGS", "LOG_LEVEL",
                   "MAX_CONCURRENCY", "JOB_TIMEOUT", "DELIVERY_PROVIDER", "INLINE_MAX_BYTES", "BUCKET_ENDPOINT_URL",
-                  "BUCKET_NAME", "COMFY_ORG_API_KEY")
+                  "BUCKET_NAME", "COMFY_ORG_API_KEY", "DEPLOYED_WORKFLOWS_DIR", "DEPLOYED_WORKFLOWS_ONLY")
 
 
 def usage() -> str:

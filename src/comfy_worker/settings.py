@@ -192,6 +192,18 @@ class Settings(BaseModel):
     model_url_max_files: int = _env("MODEL_URL_MAX_FILES", "Most model files one job may name by URL.", 8,
                                     ge=0, le=64)
 
+    # --- Deployed workflows ----------------------------------------------------------------------
+    deployed_workflows_dir: Path = _env("DEPLOYED_WORKFLOWS_DIR", "Folder of deployed workflows shipped with the "
+                                        "worker (relative to its folder: `/worker/workflows` in the image): each "
+                                        "`<id>.json` (API or UI format) with its manifest `<id>.yaml`, run by name "
+                                        "(`workflow_id`). See docs/workflows.md.", Path("workflows"))
+    deployed_workflows_volume_dir: Path | None = _env("DEPLOYED_WORKFLOWS_VOLUME_DIR", "Folder of deployed "
+                                                      "workflows on the network volume; its workflows replace the "
+                                                      "image's of the same id. Default: `<volume>/workflows`.")
+    deployed_workflows_only: bool = _env("DEPLOYED_WORKFLOWS_ONLY", "Run deployed workflows only: a request that "
+                                         "sends a graph (`workflow`) fails with POLICY_VIOLATION. The safe way to "
+                                         "expose an endpoint to untrusted callers (docs/security.md).", False)
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:

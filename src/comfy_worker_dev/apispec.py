@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from comfy_worker.deployments import WorkflowCatalogue
 from comfy_worker.schema import (ERROR_DETAILS, DryRunResult, ErrorPayload, JobInput, JobResult, ModelFetchProgress,
                                   Progress, ProgressPayload, S3Config)
 
@@ -58,8 +59,8 @@ class EndpointRequest(BaseModel):
 class StatusResponse(BaseModel):
     """What `/runsync`, `/status/{id}`, `/cancel/{id}` and `/retry/{id}` answer.
 
-    `output` is a `JobResult` or `DryRunResult` when COMPLETED and a `ProgressPayload` (or, while the job fetches
-    the model files it names by URL, a `ModelFetchProgress`) while IN_PROGRESS;
+    `output` is a `JobResult`, `DryRunResult` or `WorkflowCatalogue` when COMPLETED and a `ProgressPayload` (or,
+    while the job fetches the model files it names by URL, a `ModelFetchProgress`) while IN_PROGRESS;
     `error` is a string holding a JSON `ErrorPayload` when FAILED.
     """
 
@@ -68,7 +69,7 @@ class StatusResponse(BaseModel):
     delayTime: int | None = Field(None, description="Milliseconds the job waited in the queue.")
     executionTime: int | None = Field(None, description="Milliseconds the job ran.")
     workerId: str | None = None
-    output: JobResult | DryRunResult | ProgressPayload | ModelFetchProgress | None = None
+    output: JobResult | DryRunResult | WorkflowCatalogue | ProgressPayload | ModelFetchProgress | None = None
     error: str | None = Field(None, description="JSON text of an `ErrorPayload` (parse it with json.loads).")
 
 
@@ -76,6 +77,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "job-input": JobInput,
     "job-result": JobResult,
     "dry-run-result": DryRunResult,
+    "workflow-catalogue": WorkflowCatalogue,
     "error-payload": ErrorPayload,
     "progress": Progress,
     "endpoint-request": EndpointRequest,

@@ -47,9 +47,10 @@ class StagingPlan:
 
 
 def plan_staging(images: list[InputImage], graphs: list[dict[str, Any]], slots: list[list[MediaSlot]],
-                 folder: str) -> StagingPlan:
+                 folder: str, params: dict[str, str] | None = None) -> StagingPlan:
     """Name every input in the job's folder and point each graph at it: `images[]` under the caller's names
-    (references by name in the graph are rewritten), `inputs` media under `input-<item>-<n><ext>`."""
+    (references by name in the graph are rewritten), `inputs` media under `input-<item>-<n><ext>`. `params`:
+    the deployed workflow's parameter behind an `inputs` key, which messages then name (`params.image`)."""
     requests = [MediaRequest(f"images[{i}].image", image.image, image.name, f"{folder}/{image.name}")
                 for i, image in enumerate(images)]
     by_name = {f"{image.name}{suffix}": f"{folder}/{image.name}" for image in images for suffix in ("", " [input]")}
@@ -59,7 +60,8 @@ def plan_staging(images: list[InputImage], graphs: list[dict[str, Any]], slots: 
         graph = _with_references(graph, by_name)
         for n, slot in enumerate(item_slots):
             name = f"input-{item}-{n}{_EXT[slot.kind]}"
-            field = f"inputs[{item}].{slot.key}" if batch else f"inputs.{slot.key}"
+            source, key = ("params", params[slot.key]) if params and slot.key in params else ("inputs", slot.key)
+            field = f"{source}[{item}].{key}" if batch else f"{source}.{key}"
             requests.append(MediaRequest(field, slot.value, name, f"{folder}/{name}", slot.kind))
             graph[slot.node_id] = {**graph[slot.node_id], "inputs": {**graph[slot.node_id]["inputs"],
                                                                      slot.input_name: f"{folder}/{name}"}}

@@ -92,6 +92,14 @@ def _spec_for(graph: dict[str, Any], object_info: dict[str, Any], node_id: str, 
     return None
 
 
+def looks_like_media(value: Any) -> bool:
+    """A value that is media to fetch or decode: a data URI, an http(s):// or s3:// URL, or base64 (64
+    characters or more, no dot: never a file name)."""
+    if not isinstance(value, str):
+        return False
+    return value.startswith(_MEDIA_PREFIXES) or bool(len(value) >= 64 and "." not in value and _BASE64.match(value))
+
+
 def is_media_value(value: Any, spec: cat.InputSpec | None) -> bool:
     """Base64, a data URI or a URL given for an input that takes a file (per the catalogue: an upload or a
     file list). A text input keeps a text that looks like a URL as the text it is: it is never fetched."""
@@ -99,7 +107,7 @@ def is_media_value(value: Any, spec: cat.InputSpec | None) -> bool:
         return False
     if value.startswith(_MEDIA_PREFIXES):
         return spec.upload_kind is not None or spec.is_combo
-    return bool(spec.upload_kind and len(value) >= 64 and "." not in value and _BASE64.match(value))
+    return bool(spec.upload_kind and looks_like_media(value))
 
 
 def apply_inputs(graph: dict[str, Any], inputs: dict[str, Any] | None,

@@ -12,6 +12,8 @@ import logging
 import os
 import random
 import re
+import struct
+import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,6 +186,59 @@ def load_image(ctx: NodeContext, image: str, **_: Any):
     return (frames, masks)
 
 
+@implements("LoadImageMask")
+def load_image_mask(ctx: NodeContext, image: str, channel: str = "alpha", **_: Any):
+    """ComfyUI's LoadImageMask: one channel of the picture as a mask (alpha inverted); zeros without it."""
+    path = ctx.folders.annotated_path(image)
+    if path is None:
+        raise ValueError(f"Invalid file path: {image!r}")
+    with _pillow(Image.open, path) as img:
+        frame = _pillow(_loaded_transpose, img).convert("RGBA")
+    band = channel[0].upper()
+    mask = frame.getchannel(band)
+    return ([ImageOps.invert(mask) if band == "A" else mask],)
+
+
+@implements("MaskToImage")
+def mask_to_image(ctx: NodeContext, mask: Any, **_: Any):
+    masks = mask if isinstance(mask, list) and all(isinstance(m, Image.Image) for m in mask) else []
+    return ([m.convert("RGB") for m in masks] or as_images(None),)
+
+
+@implements("LoadAudio")
+def load_audio(ctx: NodeContext, audio: str, **_: Any):
+    """WAV files (16-bit PCM) as ComfyUI's LoadAudio reads any format: samples per channel and the rate."""
+    path = ctx.folders.annotated_path(audio)
+    if path is None:
+        raise ValueError(f"Invalid audio file: {audio!r}")
+    try:
+        with wave.open(str(path), "rb") as wav:
+            rate, count, width = wav.getframerate(), wav.getnchannels(), wav.getsampwidth()
+            frames = wav.readframes(wav.getnframes())
+    except (wave.Error, EOFError) as exc:
+        raise RuntimeError(f"Failed to load audio: {exc}") from None
+    if width != 2:
+        raise RuntimeError(f"Failed to load audio: the emulator reads 16-bit PCM, not {8 * width}-bit")
+    samples = struct.unpack(f"<{len(frames) // 2}h", frames)
+    return (Audio(rate, [list(samples[c::count]) for c in range(count)]),)
+
+
+_EMULATED_VIDEO = re.compile(rb"emulated video (\d+)x(\d+) (\d+) frames @ ([\d.]+) fps")
+
+
+@implements("LoadVideo")
+def load_video(ctx: NodeContext, file: str, **_: Any):
+    """The videos the emulator's SaveVideo writes (their size, frame count and rate), as frames."""
+    path = ctx.folders.annotated_path(file)
+    if path is None:
+        raise ValueError(f"Invalid video file: {file!r}")
+    found = _EMULATED_VIDEO.search(path.read_bytes()[:4096])
+    if found is None:
+        raise RuntimeError(f"The emulator reads only the videos it writes: {file!r}")
+    width, height, count, fps = int(found[1]), int(found[2]), int(found[3]), float(found[4])
+    return (Video([Image.new("RGB", (width, height), (128, 128, 128)) for _ in range(max(1, count))], fps),)
+
+
 @implements("ImageInvert")
 def image_invert(ctx: NodeContext, image: Any, **_: Any):
     return ([ImageOps.invert(i.convert("RGB")) for i in as_images(image)],)
@@ -220,6 +275,13 @@ def image_scale(ctx: NodeContext, image: Any, upscale_method: str, width: int, h
                 src = img.crop((0, y, img.width, y + ch))
         out.append(src.resize((w, h), _RESAMPLE.get(upscale_method, Image.Resampling.BILINEAR)))
     return (out,)
+
+
+@implements("ImageScaleBy")
+def image_scale_by(ctx: NodeContext, image: Any, upscale_method: str, scale_by: float, **_: Any):
+    resample = _RESAMPLE.get(upscale_method, Image.Resampling.BILINEAR)
+    return ([img.resize((max(1, round(img.width * scale_by)), max(1, round(img.height * scale_by))), resample)
+             for img in as_images(image)],)
 
 
 @implements("ImageBlur")

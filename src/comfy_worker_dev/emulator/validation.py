@@ -23,7 +23,11 @@ ANY_TYPE = "*"
 MATCH_TYPE = "COMFY_MATCHTYPE_V3"
 COMBO_TYPE = "COMBO"
 # Nodes whose VALIDATE_INPUTS takes these inputs: their combo/min/max checks are skipped for them.
-CUSTOM_VALIDATED: dict[str, tuple[str, ...]] = {"LoadImage": ("image",), "LoadImageMask": ("image",)}
+CUSTOM_VALIDATED: dict[str, tuple[str, ...]] = {"LoadImage": ("image",), "LoadImageMask": ("image",),
+                                                 "LoadAudio": ("audio",), "LoadVideo": ("file",)}
+# What their validate_inputs answers for a file that is not there.
+_MISSING_FILE = {"LoadImage": "Invalid image file: {}", "LoadImageMask": "Invalid image file: {}",
+                 "LoadAudio": "Invalid audio file: {}", "LoadVideo": "Invalid video file: {}"}
 
 
 def full_type_name(klass: type) -> str:
@@ -288,8 +292,8 @@ class PromptValidator:
         return result
 
     def _custom_check(self, class_type: str, name: str, value: Any) -> str | None:
-        if class_type in ("LoadImage", "LoadImageMask") and name == "image":
+        if name in CUSTOM_VALIDATED.get(class_type, ()):
             path = self.catalogue.folders.annotated_path(str(value))
             if path is None or not path.exists():
-                return f"Invalid image file: {value}"
+                return _MISSING_FILE[class_type].format(value)
         return None
