@@ -115,7 +115,8 @@ def normalise(value: Any, key: str | None = None) -> Any:
         if key == "data":
             return B64_SHORT
         if key == "image" and len(value) > 64:
-            return B64_SHORT
+            # A preview's data URI keeps its header.
+            return value.split(",", 1)[0] + ",/9j/4AAQ…" if value.startswith("data:") else B64_SHORT
         if key == "sha256":
             return SHA256
         if key in {"id", "job_id"}:
@@ -146,6 +147,37 @@ def _progress(tmp: Path) -> list[dict[str, Any]]:
         runtime.shutdown()
 
 
+def stream_request() -> dict[str, Any]:
+    """The stream-mode example: the captured tiny SD 1.5 graph, 4 steps, previews on."""
+    from tests.captures import capture
+
+    graph = json.loads(json.dumps(capture("sd_txt2img_with_previews_request.json")["prompt"]))
+    return {"workflow": graph, "output_config": {"previews": {"max_per_second": 2}}}
+
+
+def _stream(tmp: Path) -> list[dict[str, Any]]:
+    """The chunks of a stream-mode job (what /runsync returns as `output` on an endpoint in stream mode)."""
+    import asyncio
+
+    from comfy_worker.app import WorkerApp, _job_handler
+
+    runtime, settings = boot_runtime(tmp)
+    try:
+        (settings.comfyui_dir / "models" / "checkpoints" / "tiny-sd15.safetensors").write_bytes(b"emulated")
+        streaming = settings.model_copy(update={"stream_mode": True})
+        handler = _job_handler(WorkerApp(None, streaming, runtime), streaming, runtime)
+
+        async def chunks() -> list[dict[str, Any]]:
+            return [c async for c in handler({"id": JOB_ID, "input": stream_request()})]
+
+        found = asyncio.run(chunks())
+        runtime.drain()
+        assert "error" not in found[-1], found[-1]
+        return found
+    finally:
+        runtime.shutdown()
+
+
 def generate() -> dict[str, Any]:
     """Run every example; name -> normalised JSON (request bodies and status responses)."""
     examples: dict[str, Any] = {}
@@ -158,6 +190,10 @@ def generate() -> dict[str, Any]:
                 examples[f"{name}.response"] = normalise(server.runsync(job_input))
         (tmp / "progress").mkdir()
         sent = _progress(tmp / "progress")
+        (tmp / "stream").mkdir()
+        chunks = _stream(tmp / "stream")
+    examples["stream.request"] = normalise({"input": stream_request()})
+    examples["stream.response"] = normalise({"id": JOB_ID, "status": "COMPLETED", "output": chunks})
     running = [p for p in sent if p["stage"] == "running" and p["node"] is not None]
     example = running[len(running) // 2] if running else sent[-1]
     examples["in-progress.response"] = normalise({"id": JOB_ID, "status": "IN_PROGRESS", "output": example})

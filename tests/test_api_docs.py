@@ -15,7 +15,8 @@ from tests import apiexamples
 
 API_MD = reference.ROOT / "docs" / "api.md"
 _FENCE = re.compile(r"^```json[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
-_KIND = re.compile(r"<!-- (?:BEGIN (example|error-example) ([\w.-]+)|(request|status-response)) -->\s*$")
+_KIND = re.compile(r"<!-- (?:BEGIN (example|error-example) ([\w.-]+)|(request|status-response|stream-chunk|event))"
+                   r" -->\s*$")
 
 
 def validator(name: str) -> jsonschema.protocols.Validator:
@@ -28,7 +29,11 @@ def check_status_response(body: dict) -> None:
     """A status response, with its `output` or parsed `error` checked against the schema of its status."""
     validator("status-response").validate(body)
     status = body["status"]
-    if status == "COMPLETED":
+    if status == "COMPLETED" and isinstance(body["output"], list):  # stream mode: every chunk, the result last
+        for chunk in body["output"]:
+            validator("stream-chunk").validate(chunk)
+        assert "event" not in body["output"][-1]
+    elif status == "COMPLETED":
         kind = "dry-run-result" if body["output"].get("dry_run") else "job-result"
         validator(kind).validate(body["output"])
     elif status == "IN_PROGRESS" and "output" in body:
@@ -54,6 +59,8 @@ def check_example(kind: str, value: object) -> None:
         check_status_response(value)
     elif kind == "error-payload":
         validator("error-payload").validate(value)
+    elif kind in {"stream-chunk", "event"}:
+        validator(kind).validate(value)
     else:
         raise AssertionError(kind)
 
@@ -139,5 +146,12 @@ def test_recorded_examples_are_what_the_worker_answers_now():
         if name == "in-progress.response":
             # Which progress report falls mid-run depends on timing; its shape must not change.
             assert value["output"].keys() == recorded[name]["output"].keys()
+            continue
+        if name == "stream.response":
+            # How many progress and preview chunks a run yields depends on timing; their kinds, the output
+            # and the result must not change.
+            kinds = [{c.get("event", "result") for c in v["output"]} for v in (value, recorded[name])]
+            assert kinds[0] == kinds[1], kinds
+            assert value["output"][-1] == recorded[name]["output"][-1]
             continue
         assert value == recorded[name], f"{name} changed: run PYTHONPATH=src python -m tests.apiexamples --write"

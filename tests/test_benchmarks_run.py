@@ -57,3 +57,10 @@ def test_delivery_benchmark_prints_throughputs_cpu_and_ratios(scratch: Path) -> 
     assert output.count("MB/s") == 6
     assert "CPU per round: S3 server" in output
     assert output.count("ratio against the tuned sequential client: ") == 2
+
+
+@pytest.mark.slow
+def test_live_delivery_benchmark_prints_both_times_and_the_target(scratch: Path) -> None:
+    output = _run("bench_live_delivery.py", scratch, "--mb", "2", "--gap", "0.5")
+    assert "result after the last node: " in output and "delivered at the end" in output
+    assert "one output alone (hash + upload): " in output and "target: as nodes finish <= one upload" in output

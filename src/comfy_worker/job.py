@@ -18,13 +18,15 @@ from typing import Any
 from . import results
 from .comfy import ComfyConnection, JobFiles, PromptOutcome
 from .comfy.failures import out_of_memory_again
-from .delivery import DeliveryContext, check_delivery_options, deliver_outputs
+from .delivery import check_delivery_options
 from .errors import ErrorCode, WorkerError
+from .incremental import OutputDelivery
+from .live import LiveFeed, Sink
 from .logs import current_job
-from .media.outputs import Collected, collect_outputs
+from .media.outputs import Collected
 from .media.staging import StagingPlan, check_images, stage
 from .prepare import prepare
-from .progress import BatchProgress, ProgressTracker, Sender
+from .progress import BatchProgress, Sender
 from .redaction import JOBS_SUBFOLDER
 from .schema import JobInput, S3Config, parse_job_input, parse_s3_config
 from .settings import Settings
@@ -58,12 +60,14 @@ class Prompt:
 class Job:
     """One job against one ComfyConnection."""
 
-    def __init__(self, job: dict[str, Any], comfy: ComfyConnection, settings: Settings, send_progress: Sender) -> None:
+    def __init__(self, job: dict[str, Any], comfy: ComfyConnection, settings: Settings, send_progress: Sender,
+                 stream: Sink | None = None) -> None:
         self.raw = job
         self.job_id = str(job.get("id", "unknown"))
         self.comfy = comfy
         self.settings = settings
-        self.send_progress = send_progress
+        self.live = LiveFeed(self.job_id, send_progress, stream)  # progress, previews, outputs, the end
+        self.delivery: OutputDelivery | None = None
         self.timings = Timings()
         self.token = f"{_UNSAFE.sub('_', self.job_id)[:40]}-{uuid.uuid4().hex[:8]}"
         self.folder = f"{JOBS_SUBFOLDER}/{self.token}"  # its own subfolder of ComfyUI's input and output folders
@@ -78,6 +82,7 @@ class Job:
     async def run(self) -> dict[str, Any]:
         """The result for the runpod SDK: `output` on success, `error` (a JSON string) on failure."""
         current_job.set(self.job_id)
+        status, result = "FAILED", None
         try:
             timeout = self._parse()
             try:
@@ -85,23 +90,32 @@ class Job:
             except asyncio.TimeoutError:
                 raise await self._timed_out(timeout) from None
             log.info("outcome=completed seconds=%.3f outputs=%s", result["timings"]["total"], results.summary(result))
-            return result
+            status = "COMPLETED"
         except WorkerError as err:
             log.warning("outcome=failed code=%s message=%s", err.code.value, err.message)
-            return results.failed(err, self.job_id, self.timings.total())
+            result = results.failed(err, self.job_id, self.timings.total())
         except asyncio.CancelledError:
             log.warning("outcome=cancelled")
             self._stop_prompts(settle=False)
+            status = "CANCELLED"
             raise
         except Exception as exc:  # a bug must still reach the caller as a structured error, never a traceback
             log.exception("outcome=failed code=INTERNAL_ERROR")
             self._stop_prompts(settle=False)
             err = WorkerError(ErrorCode.INTERNAL_ERROR, f"unexpected error in the worker ({type(exc).__name__}); "
                               "the job was stopped", {"exception_type": type(exc).__name__})
-            return results.failed(err, self.job_id, self.timings.total())
+            result = results.failed(err, self.job_id, self.timings.total())
         finally:
+            self.live.end(status, result)
+            if status == "CANCELLED":  # the caller's URL still hears of it, off the cancelled task
+                self.live.drain_later()
+            if self.delivery is not None:  # early deliveries no result claims go first, then the job's files
+                self.delivery.close(self.comfy.after_result)
             # The caller gets the result now; staged files, outputs and history go right after.
             self.comfy.after_result(self._cleanup)
+        await self.live.drain()  # bounded (EVENTS_DRAIN_TIMEOUT)
+        assert result is not None
+        return result
 
     # --- parse -------------------------------------------------------------------------------------------
     def _parse(self) -> float | None:
@@ -112,6 +126,7 @@ class Job:
             self.s3_config = parse_s3_config(self.raw.get("s3Config"))
             check_images(self.request.images, max_count=self.settings.max_input_images)
             check_delivery_options(self.request.output_config, self.s3_config, self.settings)
+            self.live.configure(self.request, self.settings, self.warnings)
         timeout = self.request.execution_config.timeout or self.settings.job_timeout
         ceiling = self.settings.job_timeout_max
         if timeout and ceiling and timeout > ceiling:
@@ -131,6 +146,10 @@ class Job:
         if self.request.execution_config.dry_run:
             return results.dry_run(resolved, batch, self.warnings, self.timings.total())
         self.prompts = [Prompt(i, r) for i, r in enumerate(resolved)]
+        self.delivery = OutputDelivery(self.job_id, self.request, self.s3_config, self.settings, batch=batch,
+                                       locate=lambda ref: self.comfy.locate(ref, self.scratch), files=self.files,
+                                       warnings=self.warnings, report=self.live.output,
+                                       loop=asyncio.get_running_loop())
         if self.plan is not None and self.plan.requests:
             with self.timings.stage("stage_inputs"):
                 await asyncio.to_thread(stage, self.plan, self.comfy, self.folder, settings=self.settings,
@@ -146,7 +165,7 @@ class Job:
     async def _execute(self, batch: bool) -> None:
         """Run every prompt; one that ran out of GPU memory runs once more after ComfyUI has freed its memory
         (models unloaded, caches dropped), unless the operator or the request says not to."""
-        progress = BatchProgress(len(self.prompts), self.send_progress)
+        progress = BatchProgress(len(self.prompts), self.live.progress)
         await self._run_prompts(self.prompts, batch, progress)
         short = [p for p in self.prompts if p.error is not None and p.error.code is ErrorCode.OUT_OF_MEMORY]
         retry = self.request.execution_config.retry_on_oom if self.request else None
@@ -170,16 +189,16 @@ class Job:
         ComfyUI that died or hung takes the whole job down: nothing of it can be trusted."""
         loop = asyncio.get_running_loop()
         watches = {p.prompt_id: self.comfy.watch(p.prompt_id, p.resolved.graph, loop) for p in prompts}
+        assert self.delivery is not None
         try:
             with self.timings.stage("submit"):
                 for prompt in prompts:
                     await self._submit(prompt, batch)
             with self.timings.stage("execute"):
                 followed = [p for p in prompts if p.submitted]
-                outcomes = await asyncio.gather(*[
-                    watches[p.prompt_id].outcome(ProgressTracker(p.resolved.graph, p.prompt_id,
-                                                                 progress.sender(p.index)).on_event)
-                    for p in followed], return_exceptions=True)
+                outcomes = await asyncio.gather(*[watches[p.prompt_id].outcome(self.live.listener(
+                    p.resolved.graph, p.prompt_id, p.index if batch else None, progress.sender(p.index),
+                    self.delivery.on_executed)) for p in followed], return_exceptions=True)
         finally:
             for watch in watches.values():
                 watch.close()
@@ -193,9 +212,9 @@ class Job:
     async def _submit(self, prompt: Prompt, batch: bool) -> None:
         assert self.request is not None
         try:
+            extra = {**self.request.comfy_extra_data(self.settings.comfy_org_api_key), **self.live.comfy_extra_data()}
             warnings = await asyncio.to_thread(self.comfy.submit, prompt.prompt_id, prompt.resolved.graph,
-                                               prompt.resolved.output_nodes,
-                                               self.request.comfy_extra_data(self.settings.comfy_org_api_key))
+                                               prompt.resolved.output_nodes, extra)
         except WorkerError as err:
             if not batch or err.code is ErrorCode.COMFYUI_UNAVAILABLE:
                 raise
@@ -208,24 +227,22 @@ class Job:
     # --- collect and deliver -----------------------------------------------------------------------------------
     def _finish(self, batch: bool) -> dict[str, Any]:
         """Collect and deliver every prompt that succeeded; a failed batch item never loses the others'."""
-        assert self.request is not None
+        assert self.request is not None and self.delivery is not None
         done: list[tuple[Prompt, Collected]] = []
         with self.timings.stage("collect"):
             for prompt in self.prompts:
-                if prompt.error is None:
+                if prompt.error is None and prompt.outcome is not None:
                     try:
-                        done.append((prompt, self._collect(prompt)))
+                        done.append((prompt, self.delivery.collect(prompt.prompt_id, prompt.outcome.outputs)))
                     except WorkerError as err:
                         if not batch:
                             raise
                         prompt.error = err
         failed = [p for p in self.prompts if p.error is not None]
         if not done:
-            raise _all_failed(failed, len(self.prompts))
+            raise results.all_failed(failed, len(self.prompts))
         with self.timings.stage("deliver"):
-            delivered = deliver_outputs(DeliveryContext(self.job_id, done[0][0].prompt_id),
-                                        [o for _, c in done for o in c.outputs], self.request.output_config,
-                                        self.s3_config, self.settings)
+            delivered = self.delivery.finish([(p.prompt_id, p.index, c) for p, c in done])
         warnings = self.warnings + delivered.warnings
         items = None
         if batch:
@@ -236,20 +253,6 @@ class Job:
                       **({"error": p.error.payload()} if p.error else {})} for p in self.prompts]
         seeds = {p.index: p.resolved.seeds for p in self.prompts if p.resolved.seeds}
         return results.completed(self.prompts[0].prompt_id, delivered, warnings, seeds, items, self.timings.total())
-
-    def _collect(self, prompt: Prompt) -> Collected:
-        assert prompt.outcome is not None and self.request is not None
-        include_temp = self.request.output_config.include_temp
-        collected = collect_outputs(prompt.outcome.outputs, locate=lambda ref: self.comfy.locate(ref, self.scratch),
-                                    include_temp=self.settings.include_temp_outputs if include_temp is None
-                                    else include_temp)
-        self.files.temp_files.extend(collected.temp_files)  # removed after the job, asked for or not
-        self.warnings.extend(collected.warnings)
-        if not collected.outputs:
-            self.warnings.append("the workflow produced no outputs" + (
-                f" ({collected.skipped_temp} temporary outputs not requested)" if collected.skipped_temp else ""))
-        collected.require_readable()  # every file must be there before anything is reported
-        return collected
 
     # --- stop and clean up ---------------------------------------------------------------------------------------
     async def _timed_out(self, timeout: float) -> WorkerError:
@@ -283,16 +286,6 @@ class Job:
             self.comfy.cleanup(JobFiles(unsettled=self.files.unsettled))
 
 
-def _all_failed(failed: list[Prompt], count: int) -> WorkerError:
-    """A batch whose every item failed fails with the first item's code, naming each item's error."""
-    first = failed[0].error
-    assert first is not None
-    items = [{"index": p.index, "prompt_id": p.prompt_id, **p.error.payload()} for p in failed if p.error]
-    # The first item's details keep the shape its code has; `items` adds every item's own error.
-    return WorkerError(first.code, f"all {count} items of the batch failed; item 0: {first.message}",
-                       {**first.details, "items": items},
-                       refresh_worker=any(p.error.refresh_worker for p in failed if p.error))
-
-
-async def run_job(job: dict[str, Any], comfy: ComfyConnection, settings: Settings, send_progress: Sender) -> dict[str, Any]:
-    return await Job(job, comfy, settings, send_progress).run()
+async def run_job(job: dict[str, Any], comfy: ComfyConnection, settings: Settings, send_progress: Sender,
+                  stream: Sink | None = None) -> dict[str, Any]:
+    return await Job(job, comfy, settings, send_progress, stream).run()

@@ -57,3 +57,14 @@ def summary(result: dict[str, Any]) -> str:
         items.append(f"{entry.get('node_id')}:{entry.get('kind')}{size} {entry.get('filename') or ''} "
                      f"{entry.get('size')}B {where}".replace("  ", " "))
     return "[" + ", ".join(items) + "]"
+
+
+def all_failed(failed: list[Any], count: int) -> WorkerError:
+    """A batch whose every item failed fails with the first item's code, naming each item's error."""
+    first = failed[0].error
+    assert first is not None
+    items = [{"index": p.index, "prompt_id": p.prompt_id, **p.error.payload()} for p in failed if p.error]
+    # The first item's details keep the shape its code has; `items` adds every item's own error.
+    return WorkerError(first.code, f"all {count} items of the batch failed; item 0: {first.message}",
+                       {**first.details, "items": items},
+                       refresh_worker=any(p.error.refresh_worker for p in failed if p.error))

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from comfy_worker.live_events import EventBody, StreamChunk
 from comfy_worker.schema import (ERROR_DETAILS, DryRunResult, ErrorPayload, JobInput, JobResult, ProgressPayload,
                                   S3Config)
 
@@ -59,7 +60,8 @@ class StatusResponse(BaseModel):
     """What `/runsync`, `/status/{id}`, `/cancel/{id}` and `/retry/{id}` answer.
 
     `output` is a `JobResult` or `DryRunResult` when COMPLETED and a `ProgressPayload` while IN_PROGRESS;
-    `error` is a string holding a JSON `ErrorPayload` when FAILED.
+    `error` is a string holding a JSON `ErrorPayload` when FAILED. An endpoint in stream mode (STREAM_MODE)
+    answers a COMPLETED job with the list of its stream chunks, the result last.
     """
 
     id: str
@@ -67,7 +69,7 @@ class StatusResponse(BaseModel):
     delayTime: int | None = Field(None, description="Milliseconds the job waited in the queue.")
     executionTime: int | None = Field(None, description="Milliseconds the job ran.")
     workerId: str | None = None
-    output: JobResult | DryRunResult | ProgressPayload | None = None
+    output: JobResult | DryRunResult | ProgressPayload | list[StreamChunk] | None = None
     error: str | None = Field(None, description="JSON text of an `ErrorPayload` (parse it with json.loads).")
 
 
@@ -79,6 +81,8 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "progress": ProgressPayload,
     "endpoint-request": EndpointRequest,
     "status-response": StatusResponse,
+    "stream-chunk": StreamChunk,
+    "event": EventBody,
 }
 
 

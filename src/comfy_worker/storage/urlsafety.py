@@ -225,6 +225,12 @@ def fetch_url(url: str, policy: UrlPolicy, *, max_bytes: int, timeout: float, ma
 
 
 def _get_pinned(target: Target, timeout: float, ca_certs: str | None) -> urllib3.BaseHTTPResponse:
+    return open_pinned(target, timeout, ca_certs)
+
+
+def open_pinned(target: Target, timeout: float, ca_certs: str | None = None, *, method: str = "GET",
+                body: bytes | None = None, headers: dict[str, str] | None = None) -> urllib3.BaseHTTPResponse:
+    """One request to the address `check_url` checked (never a redirect: the caller checks each hop)."""
     urllib3_timeout = urllib3.Timeout(connect=min(timeout, 15.0), read=timeout)
     pool: urllib3.HTTPConnectionPool
     if target.scheme == "https":
@@ -236,9 +242,9 @@ def _get_pinned(target: Target, timeout: float, ca_certs: str | None) -> urllib3
         pool = urllib3.HTTPConnectionPool(target.address, target.port, timeout=urllib3_timeout, retries=False,
                                           maxsize=1)
     try:
-        return pool.urlopen("GET", target.request_path, headers={"Host": target.host_header,
-                                                                 "User-Agent": "comfy-worker",
-                                                                 "Accept-Encoding": "identity"},
+        return pool.urlopen(method, target.request_path, body=body,
+                            headers={"Host": target.host_header, "User-Agent": "comfy-worker",
+                                     "Accept-Encoding": "identity", **(headers or {})},
                             redirect=False, preload_content=False, retries=False)
     except urllib3.exceptions.HTTPError as exc:
         raise UrlRefused(f"connection failed ({exc.__class__.__name__})") from None
