@@ -310,3 +310,17 @@ def test_a_captured_preview_frame_becomes_a_small_data_uri():
     typed = parse_binary_frame(struct.pack(">II", 4, len(meta)) + meta + image)
     assert typed is not None and typed.data["node_id"] == "3" and preview_image(typed) == ("image/jpeg", image)
     assert encode_preview("image/jpeg", b"not an image", fmt="webp", max_size=64, quality=50) is None
+
+
+@pytest.mark.parametrize(("template", "provider", "early"), [
+    (None, "s3", True), (None, "gdrive", True), ("{job_id}/{uuid}.png", "s3", True),
+    ("{job_id}/{index}-{filename}", "s3", False), ("{prompt_id}/{filename}", "gdrive", False),
+    ("{job_id}/out.png", "s3", False),  # one key for every output: S3 would overwrite the first
+    ("{job_id}/out.png", "gdrive", True),  # Drive keeps files of the same name apart
+])
+def test_which_key_templates_allow_delivery_as_nodes_finish(template: str | None, provider: str, early: bool):
+    from comfy_worker.incremental import early_keys_allowed
+    from comfy_worker.schema import parse_job_input
+
+    request = parse_job_input({"workflow": {"1": {}}, "output_config": {"storage": {"key_template": template}}})
+    assert early_keys_allowed(request, Settings(), provider) is early

@@ -73,19 +73,18 @@ def _idents(prompt_id: str, outputs: list[ProducedOutput]) -> list[tuple[str, ..
     return found
 
 
-def early_keys_allowed(request: JobInput, settings: Settings) -> bool:
-    """Whether outputs can be stored one node at a time under the keys a whole-job delivery would give them."""
+def early_keys_allowed(request: JobInput, settings: Settings, provider: str) -> bool:
+    """Whether outputs can be stored one node at a time under the keys a whole-job delivery would give them:
+    no key may depend on the other outputs, and (S3, where a key is overwritten) each must be its own."""
     storage = request.output_config.storage
-    names: set[str] = set()
-    for template in {storage.key_template or settings.bucket_key_template, storage.key_template or "{filename}"}:
-        try:
-            fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
-        except ValueError:
-            return False
-        if fields & {"index", "prompt_id"}:
-            return False
-        names |= fields
-    return bool(names & {"filename", "uuid"})
+    template = storage.key_template or (settings.bucket_key_template if provider == "s3" else "{filename}")
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    except ValueError:
+        return False
+    if fields & {"index", "prompt_id"}:
+        return False
+    return provider != "s3" or bool(fields & {"filename", "uuid"})
 
 
 class OutputDelivery:
@@ -105,7 +104,7 @@ class OutputDelivery:
         self.batch = batch
         self.records: dict[tuple[str, ...], _Record] = {}
         self.storage: DeliveryProvider | None = None  # where early deliveries go, once there is one
-        self._early_on = early_keys_allowed(request, settings)
+        self._early_on = True
         self._pool: ThreadPoolExecutor | None = None
         self._futures: list[Future[None]] = []
         self._loop = loop
@@ -145,6 +144,10 @@ class OutputDelivery:
         provider = self.storage or self._storage_choice(held)
         if provider is None or not held:
             return
+        self.storage = provider  # the end uses it again (its endpoint is not looked up twice)
+        if not early_keys_allowed(self.request, self.settings, provider.name):
+            self._early_on = False  # keys that depend on every output: everything goes at the end
+            return
         try:
             entries = provider.deliver(DeliveryContext(self.job_id, prompt_id), [r.prepared for r in held])
         except (WorkerError, OSError) as exc:
@@ -153,7 +156,6 @@ class OutputDelivery:
             log.warning("delivery while the graph runs failed (%s); the outputs are delivered at the end",
                         exc.message if isinstance(exc, WorkerError) else exc)
             return
-        self.storage = provider
         for record, entry in zip(held, entries):
             record.entry, record.provider = entry, provider
         self._loop.call_soon_threadsafe(self._announce, held)
