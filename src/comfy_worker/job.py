@@ -211,17 +211,20 @@ class Job:
 
     async def _submit(self, prompt: Prompt, batch: bool) -> None:
         assert self.request is not None
+        # Submitted from the moment it is sent: a cancel that comes while the POST is on its way stops it too.
+        prompt.submitted = True
+        self.files.prompt_ids.append(prompt.prompt_id)
         try:
             extra = {**self.request.comfy_extra_data(self.settings.comfy_org_api_key), **self.live.comfy_extra_data()}
             warnings = await asyncio.to_thread(self.comfy.submit, prompt.prompt_id, prompt.resolved.graph,
                                                prompt.resolved.output_nodes, extra)
         except WorkerError as err:
+            prompt.submitted = False
+            self.files.prompt_ids.remove(prompt.prompt_id)
             if not batch or err.code is ErrorCode.COMFYUI_UNAVAILABLE:
                 raise
             prompt.error = err
             return
-        prompt.submitted = True
-        self.files.prompt_ids.append(prompt.prompt_id)
         self.warnings.extend(warnings)
 
     # --- collect and deliver -----------------------------------------------------------------------------------
