@@ -59,6 +59,9 @@ _TOKEN = re.compile(r"cw[0-9a-f]{6,}")
 EMULATOR = "emulator (src/comfy_worker_dev/emulator, built from captures of ComfyUI 0.33)"
 ENV = {"NODE_DENYLIST": "SaveAnimatedWEBP"}
 PROGRESS = "in-progress.response"
+# Stream mode runs in-process on the emulator, whose latent previews are shaped as ComfyUI 0.33 sends them.
+STREAM = "stream"
+STREAM_NOTE = f"{EMULATOR}, the worker in stream mode (STREAM_MODE), latent previews as ComfyUI 0.33 sends them"
 # The progress example's job: its blur takes seconds on a CPU, so that a report falls between its nodes
 # (reports are at most every half second). The emulator's nodes each sleep PROGRESS_DELAY seconds instead.
 PROGRESS_JOB = {"workflow": {
@@ -170,7 +173,8 @@ def normalise(value: Any, key: str | None = None) -> Any:
         if key == "data":
             return B64_SHORT
         if key == "image" and len(value) > 64:
-            return B64_SHORT
+            # A preview's data URI keeps its header.
+            return value.split(",", 1)[0] + ",/9j/4AAQ…" if value.startswith("data:") else B64_SHORT
         if key == "sha256":
             return SHA256
         if key in {"id", "job_id"} and _UUID.search(value):  # job ids, not a deployed workflow's id
@@ -216,6 +220,14 @@ def matches(fresh: Example, old: Example | None, name: str) -> bool:
             return {**body, "output": sorted(body["output"])}
 
         same_body = shape(fresh.body) == shape(old.body)
+    elif name == STREAM + ".response":
+        # How many progress and preview chunks a run yields depends on timing; their kinds, the outputs and
+        # the result must not change.
+        def kinds(body: dict[str, Any]) -> tuple[set[str], list[Any]]:
+            chunks = body["output"]
+            return {c.get("event", "result") for c in chunks}, [c for c in chunks if c.get("event") == "output"]
+
+        same_body = kinds(fresh.body) == kinds(old.body) and fresh.body["output"][-1] == old.body["output"][-1]
     else:
         same_body = fresh.body == old.body
     return same_body and (fresh.stand_in or fresh.recorded_with == old.recorded_with)
@@ -294,6 +306,37 @@ def _progress(tmp: Path, comfyui_url: str | None) -> dict[str, Any]:
     return normalise({"id": JOB_ID, "status": "IN_PROGRESS", "output": example})
 
 
+def stream_request() -> dict[str, Any]:
+    """The stream-mode example: the captured tiny SD 1.5 graph, 4 steps, previews on."""
+    from tests.captures import capture
+
+    graph = json.loads(json.dumps(capture("sd_txt2img_with_previews_request.json")["prompt"]))
+    return {"workflow": graph, "output_config": {"previews": {"max_per_second": 2}}}
+
+
+def _stream(tmp: Path) -> list[dict[str, Any]]:
+    """The chunks of a stream-mode job (what /runsync returns as `output` on an endpoint in stream mode)."""
+    import asyncio
+
+    from comfy_worker.app import WorkerApp, _job_handler
+
+    runtime, settings = boot_runtime(tmp)
+    try:
+        (settings.comfyui_dir / "models" / "checkpoints" / "tiny-sd15.safetensors").write_bytes(b"emulated")
+        streaming = settings.model_copy(update={"stream_mode": True})
+        handler = _job_handler(WorkerApp(None, streaming, runtime), streaming, runtime)
+
+        async def chunks() -> list[dict[str, Any]]:
+            return [c async for c in handler({"id": JOB_ID, "input": stream_request()})]
+
+        found = asyncio.run(chunks())
+        runtime.drain()
+        assert "error" not in found[-1], found[-1]
+        return found
+    finally:
+        runtime.shutdown()
+
+
 def generate(use_real: bool | None = None) -> dict[str, Example]:
     """Run every example: name -> Example (request bodies and status responses). Every example but those of
     FAULTED runs on the real ComfyUI when there is one (COMFYUI_DIR; `use_real` says whether to require it
@@ -319,6 +362,11 @@ def generate(use_real: bool | None = None) -> dict[str, Example]:
             examples[PROGRESS] = Example(_progress(tmp / "progress", comfyui.comfyui_url), comfyui.note)
         else:
             examples[PROGRESS] = Example(_progress(tmp / "progress", None), PROGRESS_STAND_IN, stand_in=True)
+        (tmp / "stream").mkdir()
+        chunks = _stream(tmp / "stream")
+    examples[STREAM + ".request"] = Example(normalise({"input": stream_request()}), STREAM_NOTE)
+    examples[STREAM + ".response"] = Example(
+        normalise({"id": JOB_ID, "status": "COMPLETED", "output": chunks}), STREAM_NOTE)
     return examples
 
 

@@ -16,7 +16,8 @@ from tests import apiexamples
 
 API_MD = reference.ROOT / "docs" / "api.md"
 _FENCE = re.compile(r"^```json[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
-_KIND = re.compile(r"<!-- (?:BEGIN (example|error-example) ([\w.-]+)|(request|status-response)) -->\s*$")
+_KIND = re.compile(r"<!-- (?:BEGIN (example|error-example) ([\w.-]+)|(request|status-response|stream-chunk|event))"
+                   r" -->\s*$")
 
 
 def validator(name: str) -> jsonschema.protocols.Validator:
@@ -29,7 +30,11 @@ def check_status_response(body: dict) -> None:
     """A status response, with its `output` or parsed `error` checked against the schema of its status."""
     validator("status-response").validate(body)
     status = body["status"]
-    if status == "COMPLETED":
+    if status == "COMPLETED" and isinstance(body["output"], list):  # stream mode: every chunk, the result last
+        for chunk in body["output"]:
+            validator("stream-chunk").validate(chunk)
+        assert "event" not in body["output"][-1]
+    elif status == "COMPLETED":
         output = body["output"]
         kind = "dry-run-result" if output.get("dry_run") else "workflow-catalogue" if "workflows" in output \
             else "job-result"
@@ -57,6 +62,8 @@ def check_example(kind: str, value: object) -> None:
         check_status_response(value)
     elif kind == "error-payload":
         validator("error-payload").validate(value)
+    elif kind in {"stream-chunk", "event"}:
+        validator(kind).validate(value)
     else:
         raise AssertionError(kind)
 

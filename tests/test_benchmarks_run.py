@@ -64,3 +64,10 @@ def test_model_cache_benchmark_two_workers_four_jobs_one_download(scratch: Path)
     assert "4 jobs in 2 worker processes sharing one cache" in output and "; all completed" in output
     assert "downloads the host served per round: 1 (target: 1)" in output
     assert "time of 4 jobs / time of one download = " in output
+
+
+@pytest.mark.slow
+def test_live_delivery_benchmark_prints_both_times_and_the_target(scratch: Path) -> None:
+    output = _run("bench_live_delivery.py", scratch, "--mb", "2", "--gap", "0.5")
+    assert "result after the last node: " in output and "delivered at the end" in output
+    assert "one output alone (hash + upload): " in output and "target: as nodes finish <= one upload" in output

@@ -178,8 +178,10 @@ def test_bad_arguments_exit_2(tmp_path):
 class FakeEndpoint:
     """Answers /v2/<id>/run, /status, /cancel like RunPod, with scripted progress; records every call."""
 
-    def __init__(self, statuses: list[dict], *, repeat_last: bool = False) -> None:
+    def __init__(self, statuses: list[dict], *, repeat_last: bool = False,
+                 streams: list[dict] | None = None) -> None:
         self.statuses = statuses
+        self.streams = streams or []
         self.repeat_last = repeat_last
         self.calls: list[tuple[str, str, str | None]] = []
         self.bodies: list[dict] = []
@@ -213,6 +215,8 @@ class FakeEndpoint:
                     answer = fake.statuses[0] if (len(fake.statuses) == 1 and fake.repeat_last) \
                         else fake.statuses.pop(0)
                     return self._send(200, json.dumps({"id": "job-1", **answer}).encode())
+                if parts[-2] == "stream":
+                    return self._send(200, json.dumps({"id": "job-1", **fake.streams.pop(0)}).encode())
                 if parts[-2] == "cancel":
                     return self._send(200, json.dumps({"id": "job-1", "status": "CANCELLED"}).encode())
                 self._send(404, b"{}")
@@ -362,3 +366,79 @@ def test_models_by_url_from_the_command_line(tmp_path):
                                 "field": "models[0]", "url": "https://example.com/x.safetensors", "folder": "loras",
                                 "reason": "host_not_allowed", "message": "not allowed", "retryable": False}]}})
     assert "  models[0] (https://example.com/x.safetensors): host_not_allowed: not allowed" in lines
+
+
+def _preview_uri() -> str:
+    jpeg = io.BytesIO()
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(jpeg, "JPEG")
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg.getvalue()).decode()
+
+
+def test_stream_shows_progress_saves_previews_and_each_output_as_it_comes(tmp_path):
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(png, "PNG")
+    early = {"node_id": "9", "kind": "image", "key": "images", "filename": "fox_00001_.png", "type": "output",
+             "mime_type": "image/png", "size": 10, "url": "FILES/fox.png", "storage": "s3"}
+    inline = {"node_id": "12", "kind": "text", "key": "text", "mime_type": "text/plain", "size": 5,
+              "text": "hello"}
+    result = {"prompt_id": "p", "outputs": [early, inline], "images": [{"filename": "fox_00001_.png",
+              "type": "s3_url", "data": "FILES/fox.png"}], "timings": {"total": 1.0}, "warnings": []}
+    progress = _progress("3", "KSampler", 4, 40.0)["output"]
+    streams = [
+        {"status": "IN_QUEUE", "stream": []},
+        {"status": "IN_PROGRESS", "stream": [
+            {"output": {"event": "progress", "job_id": "job-1", "seq": 1, "progress": progress}},
+            {"output": {"event": "preview", "job_id": "job-1", "seq": 2, "prompt_id": "p", "node": "3",
+                        "class_type": "KSampler", "step": 4, "max_steps": 20, "image": _preview_uri(),
+                        "width": 8, "height": 8}}]},
+        {"status": "IN_PROGRESS", "stream": [{"output": {"event": "output", "job_id": "job-1", "seq": 3,
+                                                         "output": early}}]},
+        {"status": "COMPLETED", "stream": [{"output": result}]},
+    ]
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"input": {"workflow": {"1": {"class_type": "EmptyImage", "inputs": {}}}}}))
+    with FakeEndpoint([], streams=streams) as fake:
+        fake.files["fox.png"] = png.getvalue()
+        early["url"] = f"{fake.url}/files/fox.png"
+        answer = client(str(wf), "--endpoint", "ep1", "--stream", "--poll", "0.05", "--out", str(tmp_path / "out"),
+                        env=fake.env())
+    assert answer.returncode == 0, answer.stderr
+    assert "40.0% node 3 (KSampler) step 4/20" in answer.stderr
+    assert not [c for c in fake.calls if "/status/" in c[1]]  # everything came through /stream
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["12_text_1.txt", "fox_00001_.png", "previews"]
+    assert [p.name for p in (out / "previews").iterdir()] == ["0002-node3-step4.jpg"]
+    assert (out / "fox_00001_.png").read_bytes() == png.getvalue()
+    # The early output was downloaded once, when its event came, not again from the result.
+    assert len([c for c in fake.calls if c[1] == "/files/fox.png"]) == 1
+    assert "as it was delivered" in answer.stderr
+
+
+def test_stream_from_an_endpoint_not_in_stream_mode_falls_back_to_status(tmp_path):
+    result = {"prompt_id": "p", "outputs": [{"node_id": "12", "kind": "text", "key": "text",
+              "mime_type": "text/plain", "size": 2, "text": "hi"}], "images": [], "timings": {}, "warnings": []}
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"1": {"class_type": "EmptyImage", "inputs": {}}}))
+    with FakeEndpoint([{"status": "COMPLETED", "output": result}],
+                      streams=[{"status": "COMPLETED", "stream": []}]) as fake:
+        answer = client(str(wf), "--endpoint", "ep1", "--stream", "--poll", "0.05", "--out", str(tmp_path / "o"),
+                        env=fake.env())
+    assert answer.returncode == 0, answer.stderr
+    assert (tmp_path / "o" / "12_text_0.txt").read_text() == "hi"
+
+
+def test_stream_against_the_local_server_in_stream_mode(tmp_path_factory, tmp_path):
+    tmp = tmp_path_factory.mktemp("client-stream-worker")
+    env = worker_env(tmp, LOG_LEVEL="INFO", STREAM_MODE="true")
+    wf = tmp_path / "job.json"
+    wf.write_text(json.dumps({"input": {"workflow": {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 255}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "local"}}}}}))
+    with LocalWorkerServer(env) as server:
+        answer = client(str(wf), "--local", server.url, "--stream", "--out", str(tmp_path / "out"))
+        failing = tmp_path / "bad.json"
+        failing.write_text(json.dumps({"1": {"class_type": "NoSuchNode", "inputs": {}}}))
+        failed = client(str(failing), "--local", server.url, "--stream", "--out", str(tmp_path / "out2"))
+    assert answer.returncode == 0, answer.stderr
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["local_00001_.png"]
+    assert failed.returncode == 1 and "INVALID_WORKFLOW" in failed.stderr

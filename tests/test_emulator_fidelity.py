@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,62 @@ def test_sd_txt2img_flow_replays(fresh: EmulatorHandle) -> None:
             with Image.open(fresh.output_dir / image["subfolder"] / image["filename"]) as img:
                 assert img.size == (64, 64)
         client.close()
+    finally:
+        ckpt.unlink()
+
+
+def _with_binary(name: str) -> list[str]:
+    """The capture's frame types with its binary frames (previews) where they came, as `binary`."""
+    types = []
+    for line in (CAPTURES / name).read_text().splitlines():
+        row = json.loads(line)
+        if row["kind"] == "binary":
+            types.append("binary")
+        elif row["kind"] == "text" and not (row["data"]["type"] == "status" and "sid" in row["data"]["data"]):
+            types.append(row["data"]["type"])
+    return types
+
+
+def test_previews_come_after_each_step_like_the_capture(fresh: EmulatorHandle) -> None:
+    """extra_data.preview_method asks for previews of one prompt: a legacy frame (type 1, JPEG, 512 px) after
+    each step's progress, exactly where the real ComfyUI sent them; with `supports_preview_metadata` declared,
+    type 4 frames carrying the node and prompt ids."""
+    ckpt = fresh.base_dir / "models" / "checkpoints" / "tiny-sd15.safetensors"
+    ckpt.write_bytes(b"\0" * 16)
+    try:
+        request = capture("sd_txt2img_run1_request.json")
+        client = ComfyClient(fresh.url, request["client_id"]).connect()
+        client.run({"prompt": request["prompt"]})  # loader, texts and latent now cached, as in the capture
+        client.close()
+        request = capture("sd_txt2img_with_previews_request.json")
+        client = ComfyClient(fresh.url, request["client_id"]).connect()
+        prompt_id, frames = client.run({"prompt": request["prompt"], "extra_data": request["extra_data"]})
+        client.close()
+        assert event_types(frames) == _with_binary("sd_txt2img_with_previews_ws.jsonl")
+        binary = [f["data"] for f in frames if f["type"] == "binary"]
+        assert all(b[:8] == struct.pack(">II", 1, 1) for b in binary)
+        with Image.open(io.BytesIO(binary[0][8:])) as img:
+            assert img.format == "JPEG" and img.size == (512, 512)
+        # The same prompt without preview_method: no frame at all (ComfyUI's default is --preview-method none).
+        plain = dict(request["prompt"], **{"3": {**request["prompt"]["3"], "inputs": {
+            **request["prompt"]["3"]["inputs"], "seed": 5}}})
+        client = ComfyClient(fresh.url).connect()
+        _, frames = client.run({"prompt": plain})
+        client.close()
+        assert "binary" not in event_types(frames)
+        client = ComfyClient(fresh.url).connect(feature_flags={"supports_preview_metadata": True})
+        prompt_id, frames = client.run({"prompt": dict(plain, **{"3": {**plain["3"], "inputs": {
+            **plain["3"]["inputs"], "seed": 6}}}), "extra_data": {"preview_method": "latent2rgb"}})
+        client.close()
+        binary = [f["data"] for f in frames if f["type"] == "binary"]
+        assert len(binary) == 4
+        kind, size = struct.unpack(">II", binary[0][:8])
+        meta = json.loads(binary[0][8:8 + size])
+        rows = [json.loads(line) for line in
+                (CAPTURES / "wsbinary_saveimagewebsocket_featureflags_ws.jsonl").read_text().splitlines()]
+        expected = next(row["metadata"] for row in rows if row["kind"] == "binary")
+        assert kind == 4 and list(meta) == list(expected)
+        assert meta["node_id"] == "3" and meta["prompt_id"] == prompt_id and meta["image_type"] == "image/jpeg"
     finally:
         ckpt.unlink()
 

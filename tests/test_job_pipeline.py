@@ -7,6 +7,7 @@ import base64
 import copy
 import io
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,36 @@ def test_a_cancelled_job_stops_its_prompt_and_leaves_the_wait_to_cleanup(tmp_pat
     asyncio.run(scenario())
     assert comfy.cancelled == [([comfy.submitted[0][0]], False)]
     assert comfy.cleaned[0].unsettled == [comfy.submitted[0][0]]
+
+
+def test_a_cancel_while_the_prompt_is_being_posted_stops_it_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """ComfyUI may queue the prompt although the POST has not answered yet: the cancel must still name it."""
+    comfy = FakeComfy(CATALOGUE, root=tmp_path)
+    posting, release = threading.Event(), threading.Event()
+
+    def slow_submit(prompt_id, graph, output_nodes, extra_data=None):
+        posting.set()
+        release.wait(5)
+        return []
+
+    monkeypatch.setattr(comfy, "submit", slow_submit)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(run_job({"id": "p", "input": {"workflow": empty_image_workflow()}}, comfy,
+                                           Settings(), lambda payload: None))
+        while not posting.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+    [(stopped, settle)] = comfy.cancelled
+    assert len(stopped) == 1 and settle is False
+    assert comfy.cleaned[0].unsettled == stopped and comfy.cleaned[0].prompt_ids == stopped
 
 
 def test_comfyui_not_answering_fails_fast(comfy: FakeComfy):

@@ -104,6 +104,26 @@ def test_a_lora_named_by_url_is_fetched_verified_and_used(tmp_path: Path, served
     assert served.bodies("style.safetensors") == 1
 
 
+def test_in_stream_mode_the_fetch_progress_is_a_progress_chunk(tmp_path: Path, served: Served) -> None:
+    from comfy_worker.app import WorkerApp, _job_handler
+
+    settings = settings_for(tmp_path, stream_mode=True)
+    comfy = FakeComfy(CATALOGUE, root=tmp_path / "comfyui", models={"loras": []})
+    handler = _job_handler(WorkerApp(None, settings, comfy), settings, comfy)
+    job = {"workflow": lora_workflow(), "models": [{"url": served.url("files/style.safetensors"), "folder": "loras"}]}
+
+    async def collect() -> list[dict[str, Any]]:
+        return [chunk async for chunk in handler({"id": "job-s", "input": job})]
+
+    chunks = asyncio.run(collect())
+    assert "error" not in chunks[-1], chunks[-1]
+    fetching = [c for c in chunks if c.get("event") == "progress" and c["progress"]["stage"] == "fetching_models"]
+    assert fetching and fetching[-1]["progress"]["percent"] == 100.0
+    schema = json.loads(apispec.schema_path("stream-chunk").read_text())
+    for chunk in chunks:
+        jsonschema.validate(chunk, schema)
+
+
 def test_a_url_as_a_loaders_value_is_fetched_not_staged(tmp_path: Path, served: Served) -> None:
     settings = settings_for(tmp_path)
     url = served.url("files/style.safetensors")

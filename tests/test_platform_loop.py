@@ -30,6 +30,7 @@ from comfy_worker_dev.emulator.server import DEVICE_ENV
 from tests.platform import (SDK_VERSION, Call, RunPodPlatform, WorkerProcess, fake_nvidia_smi, recording_torch,
                             to_mermaid)
 
+from .eventreceiver import SECRET, event_receiver
 from .workerkit import empty_image_workflow, invert_workflow, png_b64, real_comfyui, worker_env
 
 TARGETS = ["emulator"] + (["real"] if real_comfyui() else [])
@@ -71,6 +72,9 @@ SPECIALS = {
     "sdk_checks": Special({**_GPU_HOST_SHORT_OF_MEMORY, DEVICE_ENV: "cuda"}, sdk_checks_off_in_env=False),
     # A GPU host whose ComfyUI runs on the CPU (a torch that cannot see the GPU falls back silently).
     "cpu_on_gpu_host": Special({}, queued=("queued-before-unfit-start",)),
+    # Stream mode, with signed events to a caller's URL on loopback.
+    "stream": Special({"STREAM_MODE": "true", "EVENTS_SECRET": SECRET, "ALLOW_PRIVATE_URLS": "true",
+                       "ALLOW_HTTP_URLS": "true"}),
 }
 GPU_HOSTS = {"sdk_checks", "cpu_on_gpu_host"}
 
@@ -93,6 +97,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[
                 env["TORCH_IMPORT_LOG"] = str(root / f"torch-imports-{name}.log")
             proc = WorkerProcess(api, root / name, env=env, sdk_checks_off_in_env=spec.sdk_checks_off_in_env,
                                  pod_id=f"worker-{name}")
+            # The emulator's CheckpointLoaderSimple needs only a name in its checkpoints folder.
+            checkpoint = Path(proc.env["COMFYUI_DIR"]) / "models" / "checkpoints" / "tiny-sd15.safetensors"
+            checkpoint.write_bytes(b"emulated")
             started[name] = (api, stack.enter_context(proc))
         yield started
         for _, proc in started.values():
@@ -680,3 +687,53 @@ def test_worker_turns_off_the_sdk_checks_itself(fleet: dict[str, tuple[RunPodPla
     imports = Path(proc.env["TORCH_IMPORT_LOG"])
     recorded = imports.read_text().splitlines() if imports.exists() else []
     assert not [line for line in recorded if line.split()[0] == str(proc.pid)], recorded
+
+
+def _sd_workflow(steps: int) -> dict[str, Any]:
+    from .captures import capture
+
+    graph = json.loads(json.dumps(capture("sd_txt2img_with_previews_request.json")["prompt"]))
+    graph["3"]["inputs"]["steps"] = steps
+    return graph
+
+
+def test_stream_mode_posts_every_chunk_to_job_stream_and_the_aggregate_last(
+        fleet: dict[str, tuple[RunPodPlatform, WorkerProcess]]):
+    api, proc = fleet["stream"]
+    proc.wait_polling()
+    proc.set_emulator_faults(node_delay=0.05)
+    try:
+        with event_receiver() as receiver:
+            job_id = api.enqueue({"workflow": _sd_workflow(steps=12), "events": {"url": receiver.url},
+                                  "output_config": {"previews": {"max_per_second": 10}}})
+            body = api.wait_result(job_id, timeout=60)
+            events = receiver.accepted
+    finally:
+        proc.set_emulator_faults(node_delay=0.0)
+    final = api.final_post(job_id)
+    assert final is not None and api.job_status(job_id) == "COMPLETED"
+    # Each chunk went to job-stream as it was yielded, before the result, in the order of the job's events.
+    streamed = [c for c in api.posts_for(job_id) if c.route == "job-stream"]
+    assert streamed and all(c.t < final.t and set(c.body) == {"output"} for c in streamed)
+    chunks = [c.body["output"] for c in streamed]
+    kinds = [c.get("event", "result") for c in chunks]
+    assert kinds[0] == "progress" and "preview" in kinds and kinds[-2:] == ["output", "result"]
+    assert [c["seq"] for c in chunks[:-1]] == sorted(c["seq"] for c in chunks[:-1])
+    # The result post carries the aggregate (return_aggregate_stream): every chunk, the job's result last.
+    assert final.query == {"gpu": "NVIDIA", "isStream": "true"} and body == {"output": chunks}
+    result = body["output"][-1]
+    assert result["outputs"][0]["node_id"] == "9" and result["images"][0]["type"] == "base64"
+    assert api.job(job_id).stream == chunks
+    # The caller's URL heard the same events, signed, and the final one before the job's result went out.
+    assert [e["seq"] for e in events[:-1]] == [c["seq"] for c in chunks[:-1]]
+    assert events[-1]["event"] == "final" and events[-1]["output"] == result
+    assert receiver.received[-1].t < final.t and set(receiver.verdicts()) == {"accepted"}
+
+
+def test_stream_mode_failure_fails_the_job_with_the_same_error(fleet: dict[str, tuple[RunPodPlatform,
+                                                                                     WorkerProcess]]):
+    api, proc = fleet["stream"]
+    proc.wait_polling()
+    job_id = api.enqueue({"workflow": {"1": {"class_type": "NoSuchNode", "inputs": {}}}})
+    body = api.wait_result(job_id, timeout=60)
+    assert error_of(body)["code"] == "INVALID_WORKFLOW" and api.job_status(job_id) == "FAILED"

@@ -27,6 +27,8 @@ class Backend(Protocol):
 
     def status(self, job_id: str) -> dict[str, Any]: ...
 
+    def stream(self, job_id: str) -> dict[str, Any]: ...
+
     def cancel(self, job_id: str) -> None: ...
 
 
@@ -64,6 +66,10 @@ class RunPodBackend:
     def status(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"status/{job_id}")
 
+    def stream(self, job_id: str) -> dict[str, Any]:
+        """The chunks the job produced since the last call (`{"status", "stream": [{"output": ...}]}`)."""
+        return self._call("GET", f"stream/{job_id}")
+
     def cancel(self, job_id: str) -> None:
         self._call("POST", f"cancel/{job_id}")
 
@@ -93,6 +99,10 @@ class LocalBackend:
 
     def status(self, job_id: str) -> dict[str, Any]:
         return self._post(f"status/{job_id}", timeout=self.timeout)
+
+    def stream(self, job_id: str) -> dict[str, Any]:
+        """The local server runs the job inside this call and answers every chunk at the end."""
+        return self._post(f"stream/{job_id}", timeout=self.timeout)
 
     def cancel(self, job_id: str) -> None:
         log.info("the local test server cannot cancel a job (it has no /cancel); it finishes on its own")

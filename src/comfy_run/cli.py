@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .backends import Backend, BackendError, LocalBackend, RunPodBackend
 from .display import ProgressDisplay, describe_catalogue, describe_error
+from .live import LiveSaver, stream_workflow
 from .runner import run_workflow
 from .spec import WORKFLOW_ID, JobSpec, UsageError, parse_image, parse_model
 
@@ -28,6 +29,7 @@ EPILOG = """examples:
   comfy-run test_input.json --local http://localhost:8000      # a job file: its images come along
   comfy-run invert --param width=256 --param image=./cat.png --local http://localhost:8000   # deployed, by name
   comfy-run --list --local http://localhost:8000               # the deployed workflows and their parameters
+  comfy-run job.json --endpoint abc123 --stream                # live: previews and outputs as they come
 
 exit codes: 0 completed, 1 failed, 2 bad arguments or endpoint unreachable, 130 cancelled (Ctrl-C)"""
 
@@ -62,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=int, metavar="SECONDS", help="RunPod policy.executionTimeout")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between status checks (default 1)")
     parser.add_argument("--json", action="store_true", help="also print the final status response as JSON")
+    parser.add_argument("--stream", action="store_true",
+                        help="follow the job through /stream (an endpoint in stream mode, STREAM_MODE): progress "
+                             "with node and step, latent previews saved to OUT/previews/ as they come (ask for "
+                             "them with output_config.previews), each output written as soon as it is delivered")
     return parser
 
 
@@ -114,13 +120,20 @@ def main(argv: list[str] | None = None) -> int:
             log.info("the local server runs the job now and reports no progress until it ends")
         display.update("IN_QUEUE" if backend.live_progress else "IN_PROGRESS")
 
+    saver = LiveSaver(args.out, display) if args.stream else None
     try:
-        outcome = run_workflow(backend, spec, request=request, on_status=display.update, on_submitted=submitted,
-                               poll_interval=args.poll)
+        if saver is not None:
+            outcome = stream_workflow(backend, spec, saver, request=request, on_submitted=submitted,
+                                      poll_interval=args.poll)
+        else:
+            outcome = run_workflow(backend, spec, request=request, on_status=display.update,
+                                   on_submitted=submitted, poll_interval=args.poll)
     except BackendError as exc:
         log.error("error: %s", exc)
         return EXIT_USAGE
     display.finish(outcome.status)
+    if saver is not None and saver.previews:
+        log.info("%d preview(s) in %s", len(saver.previews), args.out / "previews")
     if args.json:
         sys.stdout.write(json.dumps({"id": outcome.job_id, "status": outcome.status, "output": outcome.output,
                                      "error": outcome.error}, indent=2) + "\n")
@@ -129,9 +142,11 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(line + "\n")
         return EXIT_OK
     if outcome.status == "COMPLETED":
-        saved = outcome.save(args.out)
-        for path in saved:
+        early = list(saver.saved.values()) if saver is not None else []
+        later = outcome.save(args.out, skip=set(saver.saved) if saver is not None else None)
+        for path in later:
             log.info("saved %s", path)
+        saved = early + later
         for warning in (outcome.output or {}).get("warnings", []):
             log.warning("warning: %s", warning)
         log.info("COMPLETED: %d output(s) in %s", len(saved), args.out)

@@ -80,8 +80,9 @@ class Outcome:
     def ok(self) -> bool:
         return self.status == "COMPLETED"
 
-    def save(self, folder: str | Path, *, download_timeout: float = 60.0) -> list[Path]:
-        """Write every output to `folder`: base64 `data` decoded, `url` downloaded, `text` as .txt."""
+    def save(self, folder: str | Path, *, download_timeout: float = 60.0,
+             skip: set[tuple[Any, ...]] | None = None) -> list[Path]:
+        """Write every output to `folder` (but those whose `output_key` is in `skip`, written already)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         output = self.output if isinstance(self.output, dict) else {}
@@ -91,24 +92,39 @@ class Outcome:
             path.write_text(json.dumps(output, indent=2, ensure_ascii=False))
             return [path]
         for index, entry in enumerate(outputs_with_data(output)):
-            # Only the name: a result never decides where on this machine a file lands.
-            name = Path(entry.get("filename") or "").name
-            if entry.get("kind") == "text" or entry.get("text") is not None:
-                stem = Path(name).stem or f"{entry.get('node_id')}_{entry.get('key', 'text')}_{index}"
-                path = _unique(folder, f"{stem}.txt")
-                path.write_text(entry.get("text") or "", encoding="utf-8")
-            elif entry.get("data") is not None:
-                path = _unique(folder, name or f"output_{index}")
-                path.write_bytes(base64.b64decode(entry["data"]))
-            elif entry.get("url"):
-                path = _unique(folder, name or Path(entry["url"].split("?")[0]).name or f"output_{index}")
-                with requests.get(entry["url"], stream=True, timeout=download_timeout) as resp:
-                    resp.raise_for_status()
-                    with open(path, "wb") as fh:
-                        for chunk in resp.iter_content(1 << 20):
-                            fh.write(chunk)
-            else:
-                log.warning("output %d of node %s has no content to save", index, entry.get("node_id"))
+            if skip is not None and output_key(entry) in skip:
                 continue
-            saved.append(path)
+            path = save_entry(folder, entry, index, download_timeout=download_timeout)
+            if path is not None:
+                saved.append(path)
         return saved
+
+
+def output_key(entry: dict[str, Any]) -> tuple[Any, ...]:
+    """What names one output across the events and the result of a job."""
+    return (entry.get("item"), entry.get("node_id"), entry.get("type"), entry.get("filename"),
+            entry.get("text") if entry.get("filename") is None else None)
+
+
+def save_entry(folder: Path, entry: dict[str, Any], index: int, *, download_timeout: float = 60.0) -> Path | None:
+    """Write one output entry to `folder`: base64 `data` decoded, `url` downloaded, `text` as .txt."""
+    # Only the name: a result never decides where on this machine a file lands.
+    name = Path(entry.get("filename") or "").name
+    if entry.get("kind") == "text" or entry.get("text") is not None:
+        stem = Path(name).stem or f"{entry.get('node_id')}_{entry.get('key', 'text')}_{index}"
+        path = _unique(folder, f"{stem}.txt")
+        path.write_text(entry.get("text") or "", encoding="utf-8")
+    elif entry.get("data") is not None:
+        path = _unique(folder, name or f"output_{index}")
+        path.write_bytes(base64.b64decode(entry["data"]))
+    elif entry.get("url"):
+        path = _unique(folder, name or Path(entry["url"].split("?")[0]).name or f"output_{index}")
+        with requests.get(entry["url"], stream=True, timeout=download_timeout) as resp:
+            resp.raise_for_status()
+            with open(path, "wb") as fh:
+                for chunk in resp.iter_content(1 << 20):
+                    fh.write(chunk)
+    else:
+        log.warning("output %d of node %s has no content to save", index, entry.get("node_id"))
+        return None
+    return path

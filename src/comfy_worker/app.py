@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import itertools
 import json
 import logging
@@ -20,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,8 @@ from .settings import Settings, SettingsError
 
 log = logging.getLogger("comfy_worker.app")
 
-Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+Handler = Callable[[dict[str, Any]], Any]  # a coroutine function, or an async generator one in stream mode
+Chunk = Callable[[dict[str, Any]], None]
 Comfy = ManagedComfy | AttachedComfy
 # Seconds a worker that must end waits after its last job, so the SDK's post of that job's result goes out.
 _RESULT_GRACE = 3.0
@@ -59,6 +61,8 @@ class WorkerApp:
         `stopPod` and then leave its job loop."""
         if self._config is None:
             config: dict[str, Any] = {"handler": self.handler}
+            if self.settings is not None and self.settings.stream_mode:
+                config["return_aggregate_stream"] = True  # /runsync and /status: the list of chunks
             if self.settings is not None:
                 concurrency = self.settings.max_concurrency
                 config["concurrency_modifier"] = lambda current: concurrency
@@ -181,17 +185,19 @@ async def _refuse(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _job_handler(app: WorkerApp, settings: Settings, comfy: Comfy) -> Handler:
+    """The SDK's handler: a coroutine returning the result, or in stream mode (STREAM_MODE) an async generator
+    yielding the job's live events and then the result. The runpod SDK tells them apart by type."""
     from .job import run_job
 
     counter = itertools.count(1)
     refresh_every = settings.refresh_worker_after_jobs
 
-    async def handler(job: dict[str, Any]) -> dict[str, Any]:
+    async def run_one(job: dict[str, Any], stream: Chunk | None) -> dict[str, Any]:
         app.in_flight += 1
         send, poster = sdk.progress_sender(job)
         try:
             try:
-                result = await run_job(job, comfy, settings, send, app.deployments)
+                result = await run_job(job, comfy, settings, send, app.deployments, stream)
             finally:
                 if poster is not None:
                     await poster.aclose()  # no progress post may arrive after the result
@@ -208,6 +214,41 @@ def _job_handler(app: WorkerApp, settings: Settings, comfy: Comfy) -> Handler:
         finally:
             app.in_flight -= 1
             app.last_job_ended = time.monotonic()
+
+    if settings.stream_mode:
+        return _streaming(run_one)
+
+    async def handler(job: dict[str, Any]) -> dict[str, Any]:
+        return await run_one(job, None)
+
+    return handler
+
+
+def _streaming(run_one: Callable[[dict[str, Any], Chunk | None], Awaitable[dict[str, Any]]]) -> Handler:
+    """Stream mode: every live event is a chunk (RunPod posts each to `/stream`), and the job's result, shaped
+    as in the default mode, is the last one. A failed result (`{"error": ...}`) makes the SDK fail the job."""
+
+    async def handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        chunks: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        task = asyncio.ensure_future(run_one(job, chunks.put_nowait))
+        try:
+            while True:
+                waiting = asyncio.ensure_future(chunks.get())
+                await asyncio.wait({waiting, task}, return_when=asyncio.FIRST_COMPLETED)
+                if not waiting.done():
+                    waiting.cancel()
+                    break
+                yield waiting.result()
+            while not chunks.empty():
+                yield chunks.get_nowait()
+            result = task.result()
+            result.pop("refresh_worker", None)  # already acted on (the SDK's config flag); not the caller's
+            yield result
+        finally:
+            if not task.done():  # cancelled (RunPod's /cancel, a timeout) or closed early: stop the job too
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
 
     return handler
 

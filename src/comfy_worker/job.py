@@ -18,14 +18,16 @@ from typing import Any
 from . import results
 from .comfy import ComfyConnection, JobFiles, PromptOutcome
 from .comfy.failures import out_of_memory_again
-from .delivery import DeliveryContext, check_delivery_options, deliver_outputs
+from .delivery import check_delivery_options
 from .deployments import Deployments, resolve_request
 from .errors import ErrorCode, WorkerError
+from .incremental import OutputDelivery
+from .live import LiveFeed, Sink
 from .logs import current_job
-from .media.outputs import Collected, collect_outputs
+from .media.outputs import Collected
 from .media.staging import StagingPlan, check_images, stage
 from .prepare import JobModels, prepare
-from .progress import BatchProgress, ProgressTracker, Sender
+from .progress import BatchProgress, Sender
 from .redaction import JOBS_SUBFOLDER
 from .schema import JobInput, S3Config, parse_s3_config
 from .settings import Settings
@@ -60,15 +62,16 @@ class Job:
     """One job against one ComfyConnection."""
 
     def __init__(self, job: dict[str, Any], comfy: ComfyConnection, settings: Settings, send_progress: Sender,
-                 deployments: Deployments | None = None) -> None:
+                 deployments: Deployments | None = None, stream: Sink | None = None) -> None:
         self.raw = job
         self.job_id = str(job.get("id", "unknown"))
         self.comfy = comfy
         self.settings = settings
-        self.send_progress = send_progress
         # The workflows it may name (none loaded: the operator's deployed-only rule still holds); `named`: the
         # deployed workflow its result names.
         self.deployments, self.named = deployments or Deployments.none(settings), {}
+        self.live = LiveFeed(self.job_id, send_progress, stream)  # progress, previews, outputs, the end
+        self.delivery: OutputDelivery | None = None
         self.timings = Timings()
         self.token = f"{_UNSAFE.sub('_', self.job_id)[:40]}-{uuid.uuid4().hex[:8]}"
         self.folder = f"{JOBS_SUBFOLDER}/{self.token}"  # its own subfolder of ComfyUI's input and output folders
@@ -78,12 +81,13 @@ class Job:
         self.s3_config: S3Config | None = None
         self.plan: StagingPlan | None = None
         self.files = JobFiles(subfolders=[self.folder])
-        self.models = JobModels(job, send_progress)  # files named by URL: held until the cleanup
+        self.models = JobModels(job, self.live.progress)  # files named by URL: held until the cleanup
         self.scratch = Path(tempfile.gettempdir()) / f"comfy-worker-{self.token}"  # outputs copied from /view
 
     async def run(self) -> dict[str, Any]:
         """The result for the runpod SDK: `output` on success, `error` (a JSON string) on failure."""
         current_job.set(self.job_id)
+        status, result = "FAILED", None
         try:
             timeout = self._parse()
             try:
@@ -92,23 +96,32 @@ class Job:
                 raise await self._timed_out(timeout) from None
             result.update(self.named)  # a deployed workflow's result names it and its version
             log.info("outcome=completed seconds=%.3f outputs=%s", result["timings"]["total"], results.summary(result))
-            return result
+            status = "COMPLETED"
         except WorkerError as err:
             log.warning("outcome=failed code=%s message=%s", err.code.value, err.message)
-            return results.failed(err, self.job_id, self.timings.total())
+            result = results.failed(err, self.job_id, self.timings.total())
         except asyncio.CancelledError:
             log.warning("outcome=cancelled")
             self._stop_prompts(settle=False)
+            status = "CANCELLED"
             raise
         except Exception as exc:  # a bug must still reach the caller as a structured error, never a traceback
             log.exception("outcome=failed code=INTERNAL_ERROR")
             self._stop_prompts(settle=False)
             err = WorkerError(ErrorCode.INTERNAL_ERROR, f"unexpected error in the worker ({type(exc).__name__}); "
                               "the job was stopped", {"exception_type": type(exc).__name__})
-            return results.failed(err, self.job_id, self.timings.total())
+            result = results.failed(err, self.job_id, self.timings.total())
         finally:
+            self.live.end(status, result)
+            if status == "CANCELLED":  # the caller's URL still hears of it, off the cancelled task
+                self.live.drain_later()
+            if self.delivery is not None:  # early deliveries no result claims go first, then the job's files
+                self.delivery.close(self.comfy.after_result)
             # The caller gets the result now; staged files, outputs and history go right after.
             self.comfy.after_result(self._cleanup)
+        await self.live.drain()  # bounded (EVENTS_DRAIN_TIMEOUT)
+        assert result is not None
+        return result
 
     # --- parse -------------------------------------------------------------------------------------------
     def _parse(self) -> float | None:
@@ -119,13 +132,8 @@ class Job:
             self.s3_config = parse_s3_config(self.raw.get("s3Config"))
             check_images(self.request.images, max_count=self.settings.max_input_images)
             check_delivery_options(self.request.output_config, self.s3_config, self.settings)
-        timeout = self.request.execution_config.timeout or self.settings.job_timeout
-        ceiling = self.settings.job_timeout_max
-        if timeout and ceiling and timeout > ceiling:
-            self.warnings.append(f"execution_config.timeout {timeout:g} s lowered to the worker's limit of "
-                                 f"{ceiling:g} s")
-            timeout = ceiling
-        return timeout
+            self.live.configure(self.request, self.settings, self.warnings)
+        return self.settings.time_limit(self.request.execution_config.timeout, self.warnings)
 
     async def _stages(self) -> dict[str, Any]:
         assert self.request is not None
@@ -140,6 +148,10 @@ class Job:
         if self.request.execution_config.dry_run:
             return results.dry_run(resolved, batch, self.warnings, self.timings.total())
         self.prompts = [Prompt(i, r) for i, r in enumerate(resolved)]
+        self.delivery = OutputDelivery(self.job_id, self.request, self.s3_config, self.settings, batch=batch,
+                                       locate=lambda ref: self.comfy.locate(ref, self.scratch), files=self.files,
+                                       warnings=self.warnings, report=self.live.output,
+                                       loop=asyncio.get_running_loop())
         if self.plan is not None and self.plan.requests:
             with self.timings.stage("stage_inputs"):
                 await asyncio.to_thread(stage, self.plan, self.comfy, self.folder, settings=self.settings,
@@ -155,7 +167,7 @@ class Job:
     async def _execute(self, batch: bool) -> None:
         """Run every prompt; one that ran out of GPU memory runs once more after ComfyUI has freed its memory
         (models unloaded, caches dropped), unless the operator or the request says not to."""
-        progress = BatchProgress(len(self.prompts), self.send_progress)
+        progress = BatchProgress(len(self.prompts), self.live.progress)
         await self._run_prompts(self.prompts, batch, progress)
         short = [p for p in self.prompts if p.error is not None and p.error.code is ErrorCode.OUT_OF_MEMORY]
         retry = self.request.execution_config.retry_on_oom if self.request else None
@@ -179,16 +191,16 @@ class Job:
         ComfyUI that died or hung takes the whole job down: nothing of it can be trusted."""
         loop = asyncio.get_running_loop()
         watches = {p.prompt_id: self.comfy.watch(p.prompt_id, p.resolved.graph, loop) for p in prompts}
+        assert self.delivery is not None
         try:
             with self.timings.stage("submit"):
                 for prompt in prompts:
                     await self._submit(prompt, batch)
             with self.timings.stage("execute"):
                 followed = [p for p in prompts if p.submitted]
-                outcomes = await asyncio.gather(*[
-                    watches[p.prompt_id].outcome(ProgressTracker(p.resolved.graph, p.prompt_id,
-                                                                 progress.sender(p.index)).on_event)
-                    for p in followed], return_exceptions=True)
+                outcomes = await asyncio.gather(*[watches[p.prompt_id].outcome(self.live.listener(
+                    p.resolved.graph, p.prompt_id, p.index if batch else None, progress.sender(p.index),
+                    self.delivery.on_executed)) for p in followed], return_exceptions=True)
         finally:
             for watch in watches.values():
                 watch.close()
@@ -201,29 +213,32 @@ class Job:
 
     async def _submit(self, prompt: Prompt, batch: bool) -> None:
         assert self.request is not None
+        # Submitted from the moment it is sent: a cancel that comes while the POST is on its way stops it too.
+        prompt.submitted = True
+        self.files.prompt_ids.append(prompt.prompt_id)
         try:
+            extra = {**self.request.comfy_extra_data(self.settings.comfy_org_api_key), **self.live.comfy_extra_data()}
             warnings = await asyncio.to_thread(self.comfy.submit, prompt.prompt_id, prompt.resolved.graph,
-                                               prompt.resolved.output_nodes,
-                                               self.request.comfy_extra_data(self.settings.comfy_org_api_key))
+                                               prompt.resolved.output_nodes, extra)
         except WorkerError as err:
+            prompt.submitted = False
+            self.files.prompt_ids.remove(prompt.prompt_id)
             if not batch or err.code is ErrorCode.COMFYUI_UNAVAILABLE:
                 raise
             prompt.error = err
             return
-        prompt.submitted = True
-        self.files.prompt_ids.append(prompt.prompt_id)
         self.warnings.extend(warnings)
 
     # --- collect and deliver -----------------------------------------------------------------------------------
     def _finish(self, batch: bool) -> dict[str, Any]:
         """Collect and deliver every prompt that succeeded; a failed batch item never loses the others'."""
-        assert self.request is not None
+        assert self.request is not None and self.delivery is not None
         done: list[tuple[Prompt, Collected]] = []
         with self.timings.stage("collect"):
             for prompt in self.prompts:
-                if prompt.error is None:
+                if prompt.error is None and prompt.outcome is not None:
                     try:
-                        done.append((prompt, self._collect(prompt)))
+                        done.append((prompt, self.delivery.collect(prompt.prompt_id, prompt.outcome.outputs)))
                     except WorkerError as err:
                         if not batch:
                             raise
@@ -233,9 +248,7 @@ class Job:
             raise results.all_failed([(p.index, p.prompt_id, p.error) for p in failed if p.error],
                                      len(self.prompts))
         with self.timings.stage("deliver"):
-            delivered = deliver_outputs(DeliveryContext(self.job_id, done[0][0].prompt_id),
-                                        [o for _, c in done for o in c.outputs], self.request.output_config,
-                                        self.s3_config, self.settings)
+            delivered = self.delivery.finish([(p.prompt_id, p.index, c) for p, c in done])
         warnings = self.warnings + delivered.warnings
         items = None
         if batch:
@@ -246,20 +259,6 @@ class Job:
                       **({"error": p.error.payload()} if p.error else {})} for p in self.prompts]
         seeds = {p.index: p.resolved.seeds for p in self.prompts if p.resolved.seeds}
         return results.completed(self.prompts[0].prompt_id, delivered, warnings, seeds, items, self.timings.total())
-
-    def _collect(self, prompt: Prompt) -> Collected:
-        assert prompt.outcome is not None and self.request is not None
-        include_temp = self.request.output_config.include_temp
-        collected = collect_outputs(prompt.outcome.outputs, locate=lambda ref: self.comfy.locate(ref, self.scratch),
-                                    include_temp=self.settings.include_temp_outputs if include_temp is None
-                                    else include_temp)
-        self.files.temp_files.extend(collected.temp_files)  # removed after the job, asked for or not
-        self.warnings.extend(collected.warnings)
-        if not collected.outputs:
-            self.warnings.append("the workflow produced no outputs" + (
-                f" ({collected.skipped_temp} temporary outputs not requested)" if collected.skipped_temp else ""))
-        collected.require_readable()  # every file must be there before anything is reported
-        return collected
 
     # --- stop and clean up ---------------------------------------------------------------------------------------
     async def _timed_out(self, timeout: float) -> WorkerError:
@@ -295,5 +294,5 @@ class Job:
 
 
 async def run_job(job: dict[str, Any], comfy: ComfyConnection, settings: Settings, send_progress: Sender,
-                  deployments: Deployments | None = None) -> dict[str, Any]:
-    return await Job(job, comfy, settings, send_progress, deployments).run()
+                  deployments: Deployments | None = None, stream: Sink | None = None) -> dict[str, Any]:
+    return await Job(job, comfy, settings, send_progress, deployments, stream).run()

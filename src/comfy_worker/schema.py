@@ -104,6 +104,19 @@ class StorageConfig(_Strict):
                                                  "Default: `GDRIVE_SHARE_ANYONE`.")
 
 
+class PreviewConfig(_Strict):
+    """Latent previews while a sampler runs, sent as `preview` events (stream mode, `events.url`)."""
+
+    max_per_second: float = Field(2.0, gt=0, le=10, description="At most this many previews per second for the "
+                                  "job; when ComfyUI sends more, the latest wins.")
+    format: Literal["jpeg", "webp"] = Field("jpeg", description="Image format of each preview's data URI.")
+    max_size: int = Field(256, ge=16, le=512, description="Longest side of a preview, in pixels.")
+    quality: int = Field(70, ge=1, le=100, description="JPEG/WEBP quality of a preview.")
+    method: Literal["auto", "latent2rgb", "taesd"] = Field(
+        "auto", description="ComfyUI's preview method for this prompt (`extra_data.preview_method`): `taesd` "
+        "needs the TAESD decoders in models/vae_approx, `auto` uses them when present, else `latent2rgb`.")
+
+
 class OutputConfig(_Strict):
     include_temp: bool | None = Field(
         None, description="Also return temporary outputs (PreviewImage). Default: the operator's setting "
@@ -116,6 +129,14 @@ class OutputConfig(_Strict):
         None, description="Remove the workflow/prompt metadata ComfyUI embeds in images. Default: stripped "
                           "when re-encoding, kept for `format: original`.")
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    previews: bool | PreviewConfig | None = Field(
+        None, description="Latent previews while the workflow runs (`true` for the defaults), sent with the job's "
+        "live events (stream mode or `events.url`). Off unless asked for.")
+
+    @field_validator("previews")
+    @classmethod
+    def _previews(cls, value: bool | PreviewConfig | None) -> PreviewConfig | None:
+        return PreviewConfig() if value is True else (value or None)
 
 
 class ExecutionConfig(_Strict):
@@ -167,6 +188,17 @@ class ModelSource(_Strict):
         return value.lower() if value else value
 
 
+class EventsConfig(_Strict):
+    """The job's live events POSTed to the caller's own URL, signed with the endpoint's `EVENTS_SECRET`
+    (docs/api.md, "Live events")."""
+
+    url: str = Field(min_length=8, max_length=2048, description="https URL that receives each event as a "
+                     "signed JSON POST; public addresses only (checked like input URLs).")
+    types: list[Literal["progress", "preview", "output", "final"]] | None = Field(
+        None, min_length=1, description="The events to send. Default: all of them (`preview` only when "
+        "`output_config.previews` asks for previews).")
+
+
 class JobInput(_Strict):
     """`job["input"]` of a RunPod job sent to this worker."""
 
@@ -192,6 +224,8 @@ class JobInput(_Strict):
         description="Model files to fetch by URL before the run; the workflow's loader inputs that name a file "
                     "are pointed at the fetched copy. A URL given as a loader's value (in the workflow or "
                     "`inputs`) is fetched the same way. At most `MODEL_URL_MAX_FILES` per job.")
+    events: EventsConfig | None = Field(None, description="Also POST the job's live events (progress, previews, "
+                                        "each output as delivered, the final result) to the caller's URL.")
     comfy_org_api_key: SecretStr | None = Field(
         None, min_length=1, description="Comfy.org API key for ComfyUI's partner API nodes (as worker-comfyui "
         "reads it), passed to ComfyUI as the prompt's `extra_data.api_key_comfy_org`; never logged or returned. "
@@ -335,6 +369,33 @@ class ModelPlan(BaseModel):
                              "cache), when known without fetching.")
     cached: bool = Field(description="Already in the model cache: nothing would be fetched.")
     size: int | None = Field(description="Bytes, from the cache or as the server says; null when it does not.")
+
+
+class DeployedWorkflow(BaseModel):
+    """One workflow a request can name in `workflow_id`."""
+
+    id: str
+    version: str = Field(description="Content hash of the workflow and its manifest; results name it too.")
+    description: str
+    params_schema: dict[str, Any] = Field(description="JSON Schema (draft 2020-12) of the request's `params`.")
+
+
+class UnavailableWorkflow(BaseModel):
+    """A deployed workflow that failed its start-up check: requests naming it get this error."""
+
+    id: str
+    code: ErrorCode
+    reason: str
+
+
+class WorkflowCatalogue(BaseModel):
+    """`output` of a COMPLETED job sent with `list_workflows`: the workflows deployed on this worker."""
+
+    workflows: list[DeployedWorkflow]
+    unavailable: list[UnavailableWorkflow] = Field(description="Deployed workflows that cannot run here, and why.")
+    deployed_only: bool = Field(description="Whether this endpoint refuses graphs sent in `workflow` "
+                                "(DEPLOYED_WORKFLOWS_ONLY).")
+    timings: dict[str, float]
 
 
 class ModelFetchProgress(BaseModel):

@@ -256,6 +256,15 @@ class Settings(BaseModel):
                 "max_bytes": self.max_request_bytes, "max_text": self.max_text_chars,
                 "max_workflow": self.max_workflow_bytes}
 
+    def time_limit(self, requested: float | None, warnings: list[str]) -> float | None:
+        """A job's time limit: the request's, capped at JOB_TIMEOUT_MAX (said in `warnings`), or JOB_TIMEOUT."""
+        timeout = requested or self.job_timeout
+        if timeout and self.job_timeout_max and timeout > self.job_timeout_max:
+            warnings.append(f"execution_config.timeout {timeout:g} s lowered to the worker's limit of "
+                            f"{self.job_timeout_max:g} s")
+            return self.job_timeout_max
+        return timeout
+
     @classmethod
     def env_names(cls) -> dict[str, str]:
         """Field name -> environment variable name."""
@@ -355,6 +364,26 @@ class Settings(BaseModel):
     comfy_org_api_key: SecretStr | None = _env("COMFY_ORG_API_KEY", "Comfy.org API key for ComfyUI's partner "
                                                "API nodes, sent with every prompt (`extra_data.api_key_comfy_org`) "
                                                "unless the request carries `comfy_org_api_key`. Never logged.")
+
+    # --- Live: stream mode, previews and events ----------------------------------------------------
+    stream_mode: bool = _env("STREAM_MODE", "Serve RunPod's `/stream`: the handler becomes a generator that yields "
+                             "progress, previews and each output as it is delivered, then the job's result as its "
+                             "last chunk; `/runsync` and `/status` then return the list of chunks. Off: the "
+                             "handler returns the result, as worker-comfyui's does.", False)
+    comfyui_preview_method: Literal["none", "auto", "latent2rgb", "taesd"] | None = _env(
+        "COMFYUI_PREVIEW_METHOD", "`--preview-method` of the ComfyUI the worker starts. Unset: ComfyUI's default "
+        "(none), previews switched on per job that asks for them (`extra_data.preview_method`, ComfyUI 0.3.6x "
+        "and later); set it for an older ComfyUI.")
+    events_secret: SecretStr | None = _env("EVENTS_SECRET", "Key that signs every event POSTed to a request's "
+                                           "`events.url` (HMAC-SHA256 with a timestamp; docs/api.md). Unset: "
+                                           "requests with `events` are refused. Never logged.")
+    events_timeout: float = _env("EVENTS_TIMEOUT", "Timeout in seconds of one event POST to `events.url`.", 5.0,
+                                 gt=0)
+    events_retries: int = _env("EVENTS_RETRIES", "Tries per event (pauses from 0.5 s, doubling) before it is "
+                               "dropped.", 5, ge=1, le=20)
+    events_drain_timeout: float = _env("EVENTS_DRAIN_TIMEOUT", "Longest a job's result waits for its remaining "
+                                       "events to reach `events.url`: a receiver that is down or slow delays a "
+                                       "job by at most this; what is left is then dropped.", 10.0, ge=0)
 
 
 class SettingsError(ValueError):

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from comfy_worker.deployments import WorkflowCatalogue
+from comfy_worker.live_events import EventBody, StreamChunk
 from comfy_worker.schema import (ERROR_DETAILS, DryRunResult, ErrorPayload, JobInput, JobResult, ModelFetchProgress,
                                   Progress, ProgressPayload, S3Config)
 
@@ -61,7 +62,8 @@ class StatusResponse(BaseModel):
 
     `output` is a `JobResult`, `DryRunResult` or `WorkflowCatalogue` when COMPLETED and a `ProgressPayload` (or,
     while the job fetches the model files it names by URL, a `ModelFetchProgress`) while IN_PROGRESS;
-    `error` is a string holding a JSON `ErrorPayload` when FAILED.
+    `error` is a string holding a JSON `ErrorPayload` when FAILED. An endpoint in stream mode (STREAM_MODE)
+    answers a COMPLETED job with the list of its stream chunks, the result last.
     """
 
     id: str
@@ -69,7 +71,8 @@ class StatusResponse(BaseModel):
     delayTime: int | None = Field(None, description="Milliseconds the job waited in the queue.")
     executionTime: int | None = Field(None, description="Milliseconds the job ran.")
     workerId: str | None = None
-    output: JobResult | DryRunResult | WorkflowCatalogue | ProgressPayload | ModelFetchProgress | None = None
+    output: (JobResult | DryRunResult | WorkflowCatalogue | ProgressPayload | ModelFetchProgress | list[StreamChunk]
+             | None) = None
     error: str | None = Field(None, description="JSON text of an `ErrorPayload` (parse it with json.loads).")
 
 
@@ -82,6 +85,8 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "progress": Progress,
     "endpoint-request": EndpointRequest,
     "status-response": StatusResponse,
+    "stream-chunk": StreamChunk,
+    "event": EventBody,
 }
 
 

@@ -147,3 +147,13 @@ def test_router_picks_gdrive_on_request(drive, monkeypatch):
     entry = result.entries[0]
     assert result.provider == "gdrive" and server.state.files[entry.file_id].parents == ["other"]
     assert result.images[0].type == "s3_url" and result.images[0].data == entry.url
+
+
+def test_withdraw_removes_what_was_delivered(drive):
+    """An output delivered while the graph ran, of a job that then failed and told no one, is removed."""
+    server, info, cert = drive
+    delivery = _delivery(server, info, cert)
+    entries = delivery.deliver(ctx(), [output("a.png", png(8, 8)), text_output("caption")])
+    assert len(server.state.files) == 1
+    delivery.withdraw(entries)
+    assert server.state.files == {}

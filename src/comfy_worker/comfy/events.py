@@ -36,6 +36,8 @@ class Event:
     type: str
     data: dict[str, Any] = field(default_factory=dict)
     received_at: float = field(default_factory=time.monotonic)
+    # A preview frame as received (the socket's own bytes object: kept, never copied); see `preview_image`.
+    frame: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def prompt_id(self) -> str | None:
@@ -61,7 +63,8 @@ def parse_text_frame(text: str) -> Event | None:
 
 
 def parse_binary_frame(payload: bytes) -> Event | None:
-    """Binary frames: previews and progress text. Only their metadata is kept, never image bytes."""
+    """Binary frames: previews and progress text. A preview keeps a reference to its frame (no copy); its
+    image is cut out only for a job that asked for previews (`preview_image`)."""
     if len(payload) < 4:
         return None
     kind = struct.unpack(">I", payload[:4])[0]
@@ -71,13 +74,34 @@ def parse_binary_frame(payload: bytes) -> Event | None:
             meta = json.loads(payload[8:8 + size])
         except ValueError:
             return None
-        return Event("preview", {**meta, "bytes": len(payload) - 8 - size})
+        return Event("preview", {**meta, "bytes": len(payload) - 8 - size}, frame=payload)
     if kind == BINARY_PREVIEW:
-        return Event("preview", {"bytes": len(payload) - 8})
+        return Event("preview", {"bytes": len(payload) - 8}, frame=payload)
     if kind == BINARY_TEXT and len(payload) >= 8:
         size = struct.unpack(">I", payload[4:8])[0]
         node = payload[8:8 + size].decode("utf-8", "replace")
         return Event("progress_text", {"node": node, "text": payload[8 + size:].decode("utf-8", "replace")})
+    return None
+
+
+_PREVIEW_TYPES = {1: "image/jpeg", 2: "image/png"}
+
+
+def preview_image(event: Event) -> tuple[str, bytes] | None:
+    """The image of a preview event: (MIME type, bytes). ComfyUI sends a legacy frame (type 1: image format
+    number, then the image) unless the client declared `supports_preview_metadata`, and then type 4
+    (metadata JSON with `image_type`, node and prompt ids, then the image); protocols.md §A10.3."""
+    frame = event.frame
+    if event.type != "preview" or frame is None or len(frame) < 8:
+        return None
+    kind = struct.unpack(">I", frame[:4])[0]
+    if kind == BINARY_PREVIEW:
+        mime = _PREVIEW_TYPES.get(struct.unpack(">I", frame[4:8])[0])
+        return (mime, frame[8:]) if mime else None
+    if kind == BINARY_PREVIEW_WITH_METADATA:
+        size = struct.unpack(">I", frame[4:8])[0]
+        mime = str(event.data.get("image_type") or "image/jpeg")
+        return mime, frame[8 + size:]
     return None
 
 

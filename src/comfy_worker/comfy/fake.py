@@ -2,7 +2,8 @@
 its transports: no server, no process, no network, and every call recorded.
 
 It runs a submitted graph at once, in the order of its links: each node gets `executing` (and `progress`
-for the steps of a sampler), each output node writes its files (a small PNG per image input, a text for a
+for the steps of a sampler, each followed by a JPEG preview frame when the prompt's `extra_data` asks for a
+preview method), each output node writes its files (a small PNG per image input, a text for a
 text output) into the fake's output or temp folder and gets `executed`, then `execution_success` and the end
 signal, exactly as ComfyUI orders them. A test makes a node fail, run out of memory or hang with `rule`, and
 ComfyUI refuse a prompt with `refuse`.
@@ -105,7 +106,7 @@ class FakeComfy(ComfyConnection):
         self.submitted.append((prompt_id, graph, output_nodes))
         with self._lock:
             run = self._runs[prompt_id]
-        self._execute(run, index)
+        self._execute(run, index, (extra_data or {}).get("preview_method") not in (None, "none", "default"))
         run.loop.call_soon_threadsafe(run.ready.set)
         return []
 
@@ -137,7 +138,7 @@ class FakeComfy(ComfyConnection):
         return True
 
     # --- running a graph ----------------------------------------------------------------------------------
-    def _execute(self, run: _Run, index: int) -> None:
+    def _execute(self, run: _Run, index: int, previews: bool = False) -> None:
         run.events.append(Event("execution_start", {"prompt_id": run.prompt_id}))
         run.events.append(Event("execution_cached", {"nodes": [], "prompt_id": run.prompt_id}))
         outputs: dict[str, Any] = {}
@@ -156,6 +157,9 @@ class FakeComfy(ComfyConnection):
             for step in range(1, steps + 1 if isinstance(steps, int) else 1):
                 run.events.append(Event("progress", {"value": step, "max": steps, "node": node_id,
                                                      "prompt_id": run.prompt_id}))
+                if previews:  # as ComfyUI sends it to a client without `supports_preview_metadata`
+                    frame = _preview_frame(step)
+                    run.events.append(Event("preview", {"bytes": len(frame) - 8}, frame=frame))
             if node.get("class_type") in self.output_classes():
                 outputs[node_id] = self._write_outputs(node)
                 run.events.append(Event("executed", {"node": node_id, "output": outputs[node_id],
@@ -251,6 +255,15 @@ def _in_link_order(graph: dict[str, Any]) -> list[str]:
     for node_id in graph:
         visit(node_id)
     return order
+
+
+def _preview_frame(step: int) -> bytes:
+    """A legacy preview frame (type 1, format 1: JPEG) of a 64x64 picture that changes with the step."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), ((step * 40) % 256, 90, 160)).save(buf, "JPEG", quality=80)
+    return struct.pack(">II", 1, 1) + buf.getvalue()
 
 
 def _png(width: int, height: int, rgb: int) -> bytes:

@@ -40,6 +40,8 @@ def comfyui_command(settings: Settings, extra_args: Sequence[str] = ()) -> list[
     ]
     if settings.comfyui_extra_model_paths is not None:
         cmd += ["--extra-model-paths-config", str(settings.comfyui_extra_model_paths)]
+    if settings.comfyui_preview_method:
+        cmd += ["--preview-method", settings.comfyui_preview_method]
     cmd += list(extra_args)
     cmd += shlex.split(settings.comfyui_extra_args)
     return cmd

@@ -62,3 +62,7 @@ class DeliveryProvider(ABC):
     @abstractmethod
     def deliver(self, ctx: DeliveryContext, outputs: list[ProducedOutput]) -> list[OutputEntry]:
         ...
+
+    def withdraw(self, entries: list[OutputEntry]) -> None:
+        """Best effort: remove what `deliver` stored for these entries (outputs delivered while the graph ran
+        whose job then failed or was cancelled before anyone was told of them). Nothing to do inline."""

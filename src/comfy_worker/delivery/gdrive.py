@@ -204,6 +204,11 @@ class GDriveDelivery(DeliveryProvider):
                     self.settings.upload_retries - 1, pause)
         time.sleep(pause)
 
+    def withdraw(self, entries: list[OutputEntry]) -> None:
+        file_ids = [e.file_id for e in entries if e.file_id]
+        if file_ids:
+            self._remove(self._service_factory(self.settings), file_ids)
+
     def _remove(self, service: Any, file_ids: list[str]) -> None:
         for file_id in file_ids:
             try:

@@ -127,8 +127,13 @@ def _storage_for(config: OutputConfig, s3_config: S3Config | None,
 
 
 def choose_provider(outputs: list[ProducedOutput], config: OutputConfig, s3_config: S3Config | None,
-                    settings: Settings, warnings: list[str]) -> DeliveryProvider:
+                    settings: Settings, warnings: list[str], *,
+                    chosen: DeliveryProvider | None = None) -> DeliveryProvider:
+    """`chosen`: the storage some of these outputs went to already (while the graph ran); used again when
+    storage is the choice, so that its endpoint is not looked up again."""
     name = _provider_name(config, settings)
+    if chosen is not None and chosen.name == name:
+        return chosen
     if name == "s3":
         target = s3_target(settings, s3_config, config.storage)
         if target is None:
@@ -144,7 +149,7 @@ def choose_provider(outputs: list[ProducedOutput], config: OutputConfig, s3_conf
         return InlineDelivery()
     if name == "auto":
         # A request-level s3Config is an explicit wish for storage, so it wins over Drive.
-        storage = _storage_for(config, s3_config, settings)
+        storage = chosen or _storage_for(config, s3_config, settings)
         if storage is not None:
             warnings.append(f"outputs take about {size} bytes inline, over {limit} (INLINE_MAX_BYTES); "
                             f"delivered to {storage.name}")

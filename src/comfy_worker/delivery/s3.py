@@ -89,7 +89,7 @@ class S3Delivery(DeliveryProvider):
                 else:
                     failures[up.index] = error_reason(error, self.target.secrets())
         if failures:
-            self._remove(client, done)
+            self._remove(client, [up.key for up in done])
             failed = [{"node_id": outputs[i].node_id, "filename": outputs[i].filename, "reason": reason}
                       for i, reason in sorted(failures.items())]
             raise WorkerError(
@@ -141,14 +141,21 @@ class S3Delivery(DeliveryProvider):
                             error_reason(exc, self.target.secrets()), attempt, tries - 1, pause)
                 time.sleep(pause)
 
-    def _remove(self, client: Any, done: list[_Upload]) -> None:
+    def _remove(self, client: Any, keys: list[str]) -> None:
         """Best effort: objects of a failed delivery are deleted so nothing half-delivered stays behind."""
-        for up in done:
+        for key in keys:
             try:
-                client.delete_object(Bucket=self.target.bucket, Key=up.key)
+                client.delete_object(Bucket=self.target.bucket, Key=key)
             except (ClientError, BotoCoreError) as exc:
-                log.warning("could not remove %s after a failed delivery: %s", up.key,
+                log.warning("could not remove %s after a failed delivery: %s", key,
                             error_reason(exc, self.target.secrets()))
+
+    def withdraw(self, entries: list[OutputEntry]) -> None:
+        keys = [e.object_key for e in entries if e.object_key and e.bucket == self.target.bucket]
+        if keys:
+            client = self._client_factory(self.target, self.settings)
+            self._remove(client, keys)
+            log.info("withdrew %d undelivered output(s) from bucket %s", len(keys), self.target.bucket)
 
     def _url(self, client: Any, key: str) -> tuple[str, str | None]:
         presign = self.storage.presign

@@ -8,46 +8,18 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 from ..comfy import ComfyConnection
 from ..errors import ErrorCode, WorkerError, invalid_input
 from ..models.on_demand import on_demand_entries
 from ..problems import closest
 from ..redaction import JOBS_SUBFOLDER
+from ..schema import DeployedWorkflow, UnavailableWorkflow, WorkflowCatalogue
 from ..settings import Settings
 from ..workflow import Policy
 from .check import Deployed, check_deployment
 from .files import Source, broken, deployment_folders, file_problem, read_folders
 
 log = logging.getLogger("comfy_worker.deployments")
-
-
-class DeployedWorkflow(BaseModel):
-    """One workflow a request can name in `workflow_id`."""
-
-    id: str
-    version: str = Field(description="Content hash of the workflow and its manifest; results name it too.")
-    description: str
-    params_schema: dict[str, Any] = Field(description="JSON Schema (draft 2020-12) of the request's `params`.")
-
-
-class UnavailableWorkflow(BaseModel):
-    """A deployed workflow that failed its start-up check: requests naming it get this error."""
-
-    id: str
-    code: ErrorCode
-    reason: str
-
-
-class WorkflowCatalogue(BaseModel):
-    """`output` of a COMPLETED job sent with `list_workflows`: the workflows deployed on this worker."""
-
-    workflows: list[DeployedWorkflow]
-    unavailable: list[UnavailableWorkflow] = Field(description="Deployed workflows that cannot run here, and why.")
-    deployed_only: bool = Field(description="Whether this endpoint refuses graphs sent in `workflow` "
-                                "(DEPLOYED_WORKFLOWS_ONLY).")
-    timings: dict[str, float]
 
 
 @dataclass

@@ -101,6 +101,7 @@ class ProducedOutput:
     _content: bytes | None = field(default=None, repr=False)
     _locate: Callable[[FileRef], Path] | None = field(default=None, repr=False)
     _sha256: str | None = field(default=None, repr=False)
+    _size: int | None = field(default=None, repr=False)  # kept after release(): delivered outputs are still counted
 
     @property
     def filename(self) -> str | None:
@@ -114,13 +115,16 @@ class ProducedOutput:
         return self.path
 
     def size(self) -> int:
-        if self._content is not None:
-            return len(self._content)
-        if self.text is not None:
-            return len(self.text.encode("utf-8"))
-        path = self.locate()
-        assert path is not None
-        return path.stat().st_size
+        if self._size is None:
+            if self._content is not None:
+                self._size = len(self._content)
+            elif self.text is not None:
+                self._size = len(self.text.encode("utf-8"))
+            else:
+                path = self.locate()
+                assert path is not None
+                self._size = path.stat().st_size
+        return self._size
 
     def open(self) -> BinaryIO:
         """A binary stream of the bytes, from the file when there is one."""

@@ -233,11 +233,16 @@ def open_pinned(url: str, policy: UrlPolicy, *, headers: dict[str, str], timeout
     """One GET of one hop, checked and pinned like `fetch_url`'s, with the caller's headers and the body left
     unread; redirects are the caller's to follow (each through this function again). Large downloads use it."""
     target = check_url(url, policy)
-    return _get_pinned(target, timeout, ca_certs, headers)
+    return request_pinned(target, timeout, ca_certs, headers=headers)
 
 
-def _get_pinned(target: Target, timeout: float, ca_certs: str | None,
-                headers: dict[str, str] | None = None) -> urllib3.BaseHTTPResponse:
+def _get_pinned(target: Target, timeout: float, ca_certs: str | None) -> urllib3.BaseHTTPResponse:
+    return request_pinned(target, timeout, ca_certs)
+
+
+def request_pinned(target: Target, timeout: float, ca_certs: str | None = None, *, method: str = "GET",
+                   body: bytes | None = None, headers: dict[str, str] | None = None) -> urllib3.BaseHTTPResponse:
+    """One request to the address `check_url` checked (never a redirect: the caller checks each hop)."""
     urllib3_timeout = urllib3.Timeout(connect=min(timeout, 15.0), read=timeout)
     pool: urllib3.HTTPConnectionPool
     if target.scheme == "https":
@@ -249,9 +254,10 @@ def _get_pinned(target: Target, timeout: float, ca_certs: str | None,
         pool = urllib3.HTTPConnectionPool(target.address, target.port, timeout=urllib3_timeout, retries=False,
                                           maxsize=1)
     try:
-        return pool.urlopen("GET", target.request_path, headers={"User-Agent": "comfy-worker",
-                                                                 "Accept-Encoding": "identity", **(headers or {}),
-                                                                 "Host": target.host_header},
+        # Host last: a caller's header can never point the request at another virtual host.
+        return pool.urlopen(method, target.request_path, body=body,
+                            headers={"User-Agent": "comfy-worker", "Accept-Encoding": "identity", **(headers or {}),
+                                     "Host": target.host_header},
                             redirect=False, preload_content=False, retries=False)
     except urllib3.exceptions.HTTPError as exc:
         raise ConnectionFailed(f"connection failed ({exc.__class__.__name__})") from None

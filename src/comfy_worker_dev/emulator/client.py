@@ -52,9 +52,12 @@ class ComfyClient:
         self.events = Events()
         self._ws: websocket.WebSocket | None = None
 
-    def connect(self) -> ComfyClient:
+    def connect(self, feature_flags: dict[str, Any] | None = None) -> ComfyClient:
+        """Open the websocket; `feature_flags` is sent as the first message, as ComfyUI's web app does."""
         ws_url = self.url.replace("http://", "ws://") + f"/ws?clientId={self.client_id}"
         self._ws = websocket.create_connection(ws_url, timeout=TIMEOUT)
+        if feature_flags is not None:
+            self._ws.send(json.dumps({"type": "feature_flags", "data": feature_flags}))
         self._ws.settimeout(None)
         threading.Thread(target=self._read, daemon=True).start()
         self.events.wait_for(lambda f: f["type"] == "status")
@@ -68,9 +71,14 @@ class ComfyClient:
                 if opcode == websocket.ABNF.OPCODE_CLOSE:
                     break
                 if opcode == websocket.ABNF.OPCODE_TEXT:
-                    with self.events.cond:
-                        self.events.frames.append(json.loads(data))
-                        self.events.cond.notify_all()
+                    frame = json.loads(data)
+                elif opcode == websocket.ABNF.OPCODE_BINARY:  # previews: the raw frame, under type "binary"
+                    frame = {"type": "binary", "data": bytes(data)}
+                else:
+                    continue
+                with self.events.cond:
+                    self.events.frames.append(frame)
+                    self.events.cond.notify_all()
         except Exception:  # the socket closed or broke: the reader ends
             pass
         finally:

@@ -22,12 +22,15 @@ from typing import Any
 
 from .catalogue import Catalogue
 from .faults import Faults
+from .media import preview_jpeg
 from .nodes import IMPLEMENTATIONS, InterruptProcessing, NodeContext, OutOfMemoryError, pass_through
 from .validation import full_type_name
 
 log = logging.getLogger(__name__)
 
 Send = Callable[[str, dict[str, Any], "str | None"], None]
+SendPreview = Callable[[bytes, dict[str, Any], "str | None"], None]
+PREVIEW_METHODS = {"auto", "latent2rgb", "taesd"}
 OOM_TIP = ("This error means you ran out of memory on your GPU.\n\nTIPS: If the workflow worked before you "
            "might have accidentally set the batch_size to a large number.")
 MAX_HISTORY = 10000
@@ -61,9 +64,12 @@ def _format_value(x: Any) -> Any:
 
 class Executor:
     def __init__(self, catalogue: Catalogue, send: Send, faults: Callable[[], Faults],
-                 disable_metadata: bool = False, cache_enabled: bool = True) -> None:
+                 disable_metadata: bool = False, cache_enabled: bool = True,
+                 send_preview: SendPreview | None = None, preview_method: str = "none") -> None:
         self.catalogue = catalogue
         self.send = send
+        self.send_preview = send_preview or (lambda image, meta, sid: None)
+        self.preview_method = preview_method  # --preview-method
         self.faults = faults
         self.disable_metadata = disable_metadata
         self.cache_enabled = cache_enabled
@@ -85,6 +91,14 @@ class Executor:
 
     def start(self) -> None:
         self._thread.start()
+
+    def previews_on(self, extra_data: dict[str, Any]) -> bool:
+        """ComfyUI's set_preview_method: the prompt's `extra_data.preview_method` when it names a method,
+        else the server's --preview-method."""
+        method = extra_data.get("preview_method")
+        if method in PREVIEW_METHODS or method == "none":
+            return method != "none"
+        return self.preview_method in PREVIEW_METHODS
 
     # --- queue -------------------------------------------------------------------------------------
     def queue_remaining(self) -> int:
@@ -517,11 +531,24 @@ class _Run:
         self.progress.update(node_id, value, max_value)
         self.ex.send("progress", {"value": value, "max": max_value, "prompt_id": self.prompt_id,
                                   "node": node_id}, self.ex.client_id)
+        if self.ex.previews_on(self.extra_data):
+            # After each step's progress, as ComfyUI's progress hook sends it: a legacy frame (type 1), or type 4
+            # with node and prompt ids to a client that declared `supports_preview_metadata`.
+            self.ex.send_preview(preview_jpeg(value, max_value), {
+                "node_id": node_id, "prompt_id": self.prompt_id, "display_node_id": node_id,
+                "parent_node_id": None, "real_node_id": node_id}, self.ex.client_id)
 
     def _apply_faults(self, node_id: str, class_type: str) -> None:
         faults = self.ex.faults()
         if faults.node_delay:
             time.sleep(faults.node_delay)
+        delay = faults.delay_on_node.get(node_id, faults.delay_on_node.get(class_type, 0.0))
+        deadline = time.monotonic() + delay
+        # A slow node that an interrupt stops, as ComfyUI's samplers do; taking the delay away ends it too.
+        while time.monotonic() < deadline and not self.ex.interrupt_flag.is_set():
+            if not ({node_id, class_type} & set(self.ex.faults().delay_on_node)):
+                break
+            self.ex.interrupt_flag.wait(min(0.05, deadline - time.monotonic()))
         if Faults.matches(faults.crash_on_node, node_id, class_type):
             log.critical("Emulated crash at node %s (%s)", node_id, class_type)
             logging.shutdown()

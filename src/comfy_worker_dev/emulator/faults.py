@@ -29,6 +29,8 @@ class Faults(BaseModel):
     oom_until_free: bool = Field(False, description="With oom_on_node: the node runs out of memory only until "
                                                     "POST /free has unloaded models or freed memory.")
     error_on_node: str | None = Field(None, description="class_type or node id: fails with a RuntimeError.")
+    delay_on_node: dict[str, float] = Field(default_factory=dict, description="class_type or node id -> seconds "
+                                            "that node takes before it runs (an interrupt ends the wait).")
     drop_ws_after: int | None = Field(None, ge=0, description="Close every websocket after N more frames.")
     drop_final_message: bool = Field(False, description="Never send execution_success nor the final "
                                                         "executing{node:null}; history is still written.")

@@ -1,7 +1,8 @@
-"""Small, valid media files written without any codec library (FLAC, MP4 placeholder)."""
+"""Small, valid media files written without any codec library (FLAC, MP4 placeholder), and preview JPEGs."""
 
 from __future__ import annotations
 
+import functools
 import struct
 
 
@@ -96,3 +97,19 @@ def mp4_placeholder(width: int, height: int, frames: int, fps: float) -> bytes:
     boxes += struct.pack(">I", 8 + len(note)) + b"free" + note
     boxes += struct.pack(">I", 8) + b"mdat"
     return boxes
+
+
+@functools.lru_cache(maxsize=128)
+def preview_jpeg(step: int, steps: int, size: int = 512) -> bytes:
+    """A latent preview as ComfyUI sends it: a JPEG of quality 95 scaled to --preview-size (512), here a
+    gradient that brightens with the step."""
+    import io
+
+    from PIL import Image
+
+    level = int(255 * step / max(1, steps))
+    small = Image.linear_gradient("L").resize((16, 16)).point(lambda v: (v + level) // 2)
+    image = Image.merge("RGB", (small, small.point(lambda v: 255 - v), small)).resize((size, size))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=95)
+    return out.getvalue()

@@ -11,6 +11,7 @@ import mimetypes
 import os
 import re
 import shutil
+import struct
 import sys
 import time
 import uuid
@@ -26,6 +27,8 @@ from .validation import PromptValidator
 
 log = logging.getLogger("comfyui_emulator")
 
+_PREVIEW = "__preview__"  # a binary preview frame queued among the text messages
+
 # The device a test says this host has ("cuda"); the emulator reports the CPU otherwise, as with --cpu.
 DEVICE_ENV = "COMFY_EMULATOR_DEVICE"
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -37,7 +40,7 @@ SERVER_FEATURES = {"supports_preview_metadata": True, "supports_model_type_tags"
 
 class EmulatorServer:
     def __init__(self, folders: Folders, faults: Faults, argv: list[str], disable_metadata: bool,
-                 cache_enabled: bool) -> None:
+                 cache_enabled: bool, preview_method: str = "none") -> None:
         self.folders = folders
         self.faults = faults
         self.argv = argv
@@ -52,18 +55,40 @@ class EmulatorServer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.messages: asyncio.Queue[tuple[str, Any, str | None]] | None = None
         self.executor = Executor(self.catalogue, self.send_sync, lambda: self.faults, disable_metadata,
-                                 cache_enabled)
+                                 cache_enabled, send_preview=self.send_preview_sync, preview_method=preview_method)
 
     # --- messaging (thread-safe entry, one publisher keeps the order) --------------------------------
     def send_sync(self, event: str, data: Any, sid: str | None) -> None:
         assert self.loop is not None and self.messages is not None
         self.loop.call_soon_threadsafe(self.messages.put_nowait, (event, data, sid))
 
+    def send_preview_sync(self, image: bytes, metadata: dict[str, Any], sid: str | None) -> None:
+        """A preview frame, in the order of the other messages (server.py's send_image / send_image_with_metadata)."""
+        self.send_sync(_PREVIEW, (image, metadata), sid)
+
     async def _publish_loop(self) -> None:
         assert self.messages is not None
         while True:
             event, data, sid = await self.messages.get()
-            await self.send(event, data, sid)
+            if event == _PREVIEW:
+                await self._send_preview(data, sid)
+            else:
+                await self.send(event, data, sid)
+
+    async def _send_preview(self, data: tuple[bytes, dict[str, Any]], sid: str | None) -> None:
+        image, metadata = data
+        ws = self.sockets.get(sid) if sid is not None else None
+        if ws is None or ws.closed:
+            return
+        if self.sockets_metadata.get(sid, {}).get("feature_flags", {}).get("supports_preview_metadata"):
+            meta = json.dumps({**metadata, "image_type": "image/jpeg"}).encode()
+            frame = struct.pack(">II", 4, len(meta)) + meta + image
+        else:
+            frame = struct.pack(">II", 1, 1) + image  # PREVIEW_IMAGE, format 1 (JPEG)
+        try:
+            await ws.send_bytes(frame)
+        except (ConnectionError, RuntimeError):
+            return
 
     async def send(self, event: str, data: Any, sid: str | None) -> None:
         text = json.dumps({"type": event, "data": data})
@@ -411,6 +436,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--disable-metadata", action="store_true")
     parser.add_argument("--dont-print-server", action="store_true")
     parser.add_argument("--cache-none", action="store_true")
+    parser.add_argument("--preview-method", default="none", choices=["none", "auto", "latent2rgb", "taesd"])
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         log.debug("ignoring flags %s", unknown)
@@ -445,7 +471,8 @@ def main(argv: list[str] | None = None, base_dir: Path | None = None) -> None:
     load_custom_nodes(folders.model_dirs("custom_nodes"))
     if faults.start_delay:
         time.sleep(faults.start_delay)
-    server = EmulatorServer(folders, faults, ["main.py", *argv], args.disable_metadata, not args.cache_none)
+    server = EmulatorServer(folders, faults, ["main.py", *argv], args.disable_metadata, not args.cache_none,
+                            args.preview_method)
     asyncio.run(_serve(server, args))
 
 
