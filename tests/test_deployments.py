@@ -70,7 +70,7 @@ def deploy(tmp_path: Path, *sources: Path, **env: str) -> tuple[FakeComfy, Setti
 
 
 def run(comfy: FakeComfy, settings: Settings, deployments: Deployments | None, job_input: Any) -> dict[str, Any]:
-    return asyncio.run(run_job({"id": "job-1", "input": job_input}, comfy, settings, lambda p: None, deployments))
+    return asyncio.run(run_job({"id": "job-1", "input": job_input}, comfy, settings, lambda p: None, deployments=deployments))
 
 
 def error_of(result: dict[str, Any]) -> dict[str, Any]:

@@ -37,7 +37,7 @@ VIDEO = {"1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32,
 
 
 def _run(runtime, settings, deployments, job_input: dict[str, Any]) -> dict[str, Any]:
-    result = asyncio.run(run_job({"id": "job-1", "input": job_input}, runtime, settings, lambda p: None, deployments))
+    result = asyncio.run(run_job({"id": "job-1", "input": job_input}, runtime, settings, lambda p: None, deployments=deployments))
     runtime.drain()
     return result
 

@@ -197,7 +197,7 @@ def _job_handler(app: WorkerApp, settings: Settings, comfy: Comfy) -> Handler:
         send, poster = sdk.progress_sender(job)
         try:
             try:
-                result = await run_job(job, comfy, settings, send, app.deployments, stream)
+                result = await run_job(job, comfy, settings, send, deployments=app.deployments, stream=stream)
             finally:
                 if poster is not None:
                     await poster.aclose()  # no progress post may arrive after the result
@@ -343,7 +343,7 @@ def _warm_up(settings: Settings, comfy: Comfy, seconds_left: float, deployments:
     job_input = data["input"] if isinstance(data, dict) and "input" in data else {"workflow": data}
     from .job import run_job
 
-    job = run_job({"id": "warmup", "input": job_input}, comfy, settings, lambda p: None, deployments)
+    job = run_job({"id": "warmup", "input": job_input}, comfy, settings, lambda p: None, deployments=deployments)
     try:
         result = asyncio.run(asyncio.wait_for(job, max(1.0, seconds_left)))
     except asyncio.TimeoutError:

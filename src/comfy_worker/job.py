@@ -293,6 +293,6 @@ class Job:
         self.models.release()
 
 
-async def run_job(job: dict[str, Any], comfy: ComfyConnection, settings: Settings, send_progress: Sender,
+async def run_job(job: dict[str, Any], comfy: ComfyConnection, settings: Settings, send_progress: Sender, *,
                   deployments: Deployments | None = None, stream: Sink | None = None) -> dict[str, Any]:
     return await Job(job, comfy, settings, send_progress, deployments, stream).run()

@@ -96,7 +96,7 @@ def test_the_first_output_is_in_storage_while_the_second_node_still_runs(emulato
     watcher = Watcher(first)
     result = asyncio.run(run_job({"id": "job-early", "input": {
         "workflow": two_videos(), "output_config": {"storage": {"provider": "s3"}}}},
-        runtime, with_s3(settings, s3), lambda p: None, watcher))
+        runtime, with_s3(settings, s3), lambda p: None, stream=watcher))
     runtime.drain()
     assert "error" not in result, result
     [first_entry, second_entry] = result["outputs"]
@@ -117,7 +117,7 @@ def test_results_keep_the_history_order_whatever_order_nodes_finish_in(emulator,
     watcher = Watcher()
     result = asyncio.run(run_job({"id": "job-order", "input": {
         "workflow": graph, "output_config": {"storage": {"provider": "s3"}}}},
-        runtime, with_s3(settings, s3), lambda p: None, watcher))
+        runtime, with_s3(settings, s3), lambda p: None, stream=watcher))
     runtime.drain()
     assert [o["node_id"] for o in watcher.outputs] == ["6", "3"]
     assert [o["node_id"] for o in result["outputs"]] == ["3", "6"]
@@ -140,7 +140,7 @@ def test_a_cancel_between_the_two_keeps_the_first_and_never_delivers_the_second(
         watcher = Watcher(first)
         task = asyncio.ensure_future(run_job({"id": "job-cancel", "input": {
             "workflow": two_videos(), "output_config": {"storage": {"provider": "s3"}}}},
-            runtime, with_s3(settings, s3), lambda p: None, watcher))
+            runtime, with_s3(settings, s3), lambda p: None, stream=watcher))
         with pytest.raises(asyncio.CancelledError):
             await task
         return watcher
@@ -176,7 +176,7 @@ def test_a_timeout_after_an_announced_output_keeps_it(emulator, s3):
     watcher = Watcher()
     result = asyncio.run(run_job({"id": "job-timeout", "input": {
         "workflow": two_videos(), "output_config": {"storage": {"provider": "s3"}},
-        "execution_config": {"timeout": 3}}}, runtime, with_s3(settings, s3), lambda p: None, watcher))
+        "execution_config": {"timeout": 3}}}, runtime, with_s3(settings, s3), lambda p: None, stream=watcher))
     assert runtime.drain(60)
     assert json.loads(result["error"])["code"] == "TIMEOUT"
     [announced] = watcher.outputs
@@ -190,7 +190,7 @@ def test_auto_switches_to_storage_early_and_answers_as_a_whole_job_delivery(emul
     watcher = Watcher()
     result = asyncio.run(run_job({"id": "job-auto", "input": {"workflow": two_videos()}},
                                  runtime, with_s3(settings, s3, inline_max_bytes=1024 * 1024), lambda p: None,
-                                 watcher))
+                                 stream=watcher))
     runtime.drain()
     assert "error" not in result, result
     assert [o["storage"] for o in result["outputs"]] == ["s3", "s3"]
@@ -207,7 +207,7 @@ def test_a_key_template_with_index_delivers_everything_at_the_end(emulator, s3):
     result = asyncio.run(run_job({"id": "job-index", "input": {
         "workflow": two_videos(), "output_config": {"storage": {
             "provider": "s3", "key_template": "{job_id}/{index}-{filename}"}}}},
-        runtime, with_s3(settings, s3), lambda p: None, watcher))
+        runtime, with_s3(settings, s3), lambda p: None, stream=watcher))
     runtime.drain()
     assert [o["object_key"].split("/")[-1][:2] for o in result["outputs"]] == ["0-", "1-"]
     assert len(seen["keys"]) == 2  # announced once both were uploaded together, at the end
