@@ -95,5 +95,5 @@ def test_the_default_mode_is_unchanged_on_a_real_comfyui(comfyui, tmp_path: Path
     runtime.drain()
     assert "error" not in plain, plain
     jsonschema.validate(plain, json.loads(apispec.schema_path("job-result").read_text()))
-    assert set(plain) == {"prompt_id", "outputs", "images", "timings", "warnings"}
+    assert set(plain) == {"prompt_id", "outputs", "images", "timings", "warnings", "worker_version"}
     assert comparable(plain) == comparable(streamed)

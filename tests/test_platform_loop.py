@@ -314,7 +314,9 @@ def _check_case(name: str, body: dict[str, Any], job_id: str) -> None:
         [entry] = outputs_with_data(body["output"])
         img = decode(entry)
         assert img.size == (128, 128)
-        assert img.getpixel((2, 2)) == (235, 215, 55) and img.getpixel((64, 64)) == (5, 55, 245)
+        # The real ComfyUI's scaling rounds one channel a step lower than the emulator's (54 and 4, not 55 and 5).
+        for point, colour in (((2, 2), (235, 215, 55)), ((64, 64), (5, 55, 245))):
+            assert all(abs(a - b) <= 1 for a, b in zip(img.getpixel(point), colour)), (point, img.getpixel(point))
     elif name == "blue_image":
         assert decode(outputs_with_data(body["output"])[0]).getpixel((0, 0)) == (0, 0, 255)
     elif name == "invalid_workflow":
