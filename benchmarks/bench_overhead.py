@@ -22,6 +22,7 @@ runs), its PNG returned inline. The worker's cost is its median minus the server
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import logging
 import os
@@ -37,7 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from benchmarks.common import DirectClient, color_workflow, output_matches, target_name, wait_http  # noqa: E402
+from benchmarks.common import (DirectClient, color_workflow, output_matches, pixel_of_png, same_pixel,  # noqa: E402
+                               target_name, wait_http)
 from comfy_worker_build.processes import stop_process  # noqa: E402
 from comfy_worker_dev.emulator import make_fake_comfyui_dir  # noqa: E402
 from comfy_worker_dev.localserver import LocalWorkerServer, free_port  # noqa: E402
@@ -93,31 +95,42 @@ def measure(mode: str, jobs: int, warmup: int) -> dict[str, float]:
         stack.callback(direct.close)
         colors = iter(random.Random(7).sample(range(1, 0xFFFFFF), 2 * (jobs + warmup) + 10))
 
-        def run_worker() -> None:
+        # Each path returns the seconds of its call alone: checking the answer (decoding the PNG) is not timed.
+        def run_worker() -> float:
             color = next(colors)
+            started = time.perf_counter()
             answer = worker.runsync({"workflow": color_workflow(color, 512, "w")})
+            took = time.perf_counter() - started
             if answer.get("status") != "COMPLETED" or not output_matches(answer["output"], color):
                 raise SystemExit(f"the worker's job went wrong: {str(answer)[:500]}")
+            return took
 
-        def run_direct() -> None:
+        def run_direct() -> float:
             color = next(colors)
-            if len(direct.run(color_workflow(color, 512, "d"))) != 1:
-                raise SystemExit("the direct client got no image")
+            started = time.perf_counter()
+            images = direct.run(color_workflow(color, 512, "d"))
+            took = time.perf_counter() - started
+            if len(images) != 1 or not same_pixel(pixel_of_png(base64.b64decode(images[0])), color):
+                raise SystemExit("the direct client got no image, or the wrong one")
+            return took
 
-        def run_server() -> None:
-            if server.runsync({"noop": True}).get("status") != "COMPLETED":
+        def run_server() -> float:
+            started = time.perf_counter()
+            answer = server.runsync({"noop": True})
+            took = time.perf_counter() - started
+            if answer.get("status") != "COMPLETED":
                 raise SystemExit("the trivial handler failed")
+            return took
 
-        paths: dict[str, Callable[[], None]] = {"direct": run_direct, "worker": run_worker, "server": run_server}
+        paths: dict[str, Callable[[], float]] = {"direct": run_direct, "worker": run_worker, "server": run_server}
         times: dict[str, list[float]] = {name: [] for name in paths}
         order = list(paths)
         for round_ in range(warmup + jobs):
             random.shuffle(order)
             for name in order:
-                started = time.perf_counter()
-                paths[name]()
+                took = paths[name]()
                 if round_ >= warmup:
-                    times[name].append(time.perf_counter() - started)
+                    times[name].append(took)
         return {name: statistics.median(values) for name, values in times.items()}
 
 

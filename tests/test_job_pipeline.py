@@ -175,6 +175,7 @@ def test_a_timeout_stops_the_prompt_and_says_so(tmp_path: Path):
     assert err["code"] == "TIMEOUT" and err["details"]["timeout"] == 0.3
     [(stopped, settle)] = comfy.cancelled
     assert stopped == [comfy.submitted[0][0]] and settle is True
+    assert err["details"]["prompt_ids"] == stopped  # the prompts it stopped, named
 
 
 def test_a_cancelled_job_stops_its_prompt_and_leaves_the_wait_to_cleanup(tmp_path: Path):

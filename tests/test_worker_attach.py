@@ -20,6 +20,13 @@ def test_attached_comfyui(tmp_path):
         assert "error" not in result, result
         assert result["outputs"][0]["width"] == 64
         assert runtime.client.history(result["prompt_id"]) is None
+        # Whether ComfyUI is alive is asked after every job: the open websocket answers, with no request.
+        asked: list[float] = []
+        stats = runtime.client.system_stats
+        runtime.client.system_stats = lambda timeout=5: asked.append(timeout) or stats(timeout=timeout)
+        assert runtime.is_alive() and asked == []
+        runtime.events.stop()
+        assert runtime.is_alive() and asked == [5]  # a dropped websocket: ComfyUI is asked
         runtime.shutdown()
     finally:
         emulator.stop()

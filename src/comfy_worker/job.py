@@ -6,6 +6,7 @@ end, by `results`."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import shutil
@@ -26,7 +27,7 @@ from .live import LiveFeed, Sink
 from .logs import current_job
 from .media.outputs import Collected
 from .media.staging import StagingPlan, check_images, stage
-from .prepare import JobModels, prepare
+from .prepare import JobModels, in_memory, prepare
 from .progress import BatchProgress, Sender
 from .redaction import JOBS_SUBFOLDER
 from .schema import JobInput, S3Config, parse_s3_config
@@ -142,8 +143,10 @@ class Job:
         with self.timings.stage("wait_comfyui"):
             await self.comfy.ready()
         with self.timings.stage("preflight"):
-            resolved, self.plan = await asyncio.to_thread(prepare, self.request, self.comfy, self.settings, self.models,
-                                                          folder=self.folder, token=self.token, timings=self.timings)
+            work = functools.partial(prepare, self.request, self.comfy, self.settings, self.models,
+                                     folder=self.folder, token=self.token, timings=self.timings)
+            inline = in_memory(self.request, self.comfy, self.settings)
+            resolved, self.plan = work() if inline else await asyncio.to_thread(work)
         batch = isinstance(self.request.inputs, list)
         if self.request.execution_config.dry_run:
             return results.dry_run(resolved, batch, self.warnings, self.timings.total())
@@ -262,11 +265,8 @@ class Job:
 
     # --- stop and clean up ---------------------------------------------------------------------------------------
     async def _timed_out(self, timeout: float) -> WorkerError:
-        restarted = await asyncio.to_thread(self._stop_prompts, settle=True)
-        return WorkerError(ErrorCode.TIMEOUT, f"the job did not finish within {timeout:g} s; its prompt was "
-                           "stopped" + (" and ComfyUI restarted" if restarted else ""),
-                           {"timeout": timeout, "prompt_ids": [p.prompt_id for p in self.prompts if p.submitted],
-                            "comfyui_restarted": restarted})
+        stopped = [p.prompt_id for p in self.prompts if p.submitted]  # named before the stop unmarks them
+        return results.timed_out(timeout, stopped, await asyncio.to_thread(self._stop_prompts, settle=True))
 
     def _stop_prompts(self, *, settle: bool) -> bool:
         """Stop this job's prompts in ComfyUI, and only this job's. Without `settle` a cancel returns at once

@@ -6,7 +6,7 @@ from typing import Any
 
 from . import __version__
 from .delivery import DeliveryResult
-from .errors import WorkerError
+from .errors import ErrorCode, WorkerError
 from .schema import JobResult
 from .workflow import ResolvedWorkflow
 
@@ -59,6 +59,12 @@ def all_failed(failed: list[tuple[int, str, WorkerError]], count: int) -> Worker
     return WorkerError(first.code, f"all {count} items of the batch failed; item 0: {first.message}",
                        {**first.details, "items": items},
                        refresh_worker=any(error.refresh_worker for _, _, error in failed))
+
+
+def timed_out(timeout: float, prompt_ids: list[str], restarted: bool) -> WorkerError:
+    return WorkerError(ErrorCode.TIMEOUT, f"the job did not finish within {timeout:g} s; its prompt was stopped"
+                       + (" and ComfyUI restarted" if restarted else ""),
+                       {"timeout": timeout, "prompt_ids": prompt_ids, "comfyui_restarted": restarted})
 
 
 def summary(result: dict[str, Any]) -> str:

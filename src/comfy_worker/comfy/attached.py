@@ -14,6 +14,10 @@ class AttachedComfy(HttpComfy):
         # answer, with no HTTP call per job.
         return self.events.connected
 
+    def is_alive(self) -> bool:
+        # Asked after every job: the open websocket answers it; only a dropped one costs a request.
+        return self.events.connected or self._answering()
+
     def describe_exit(self) -> str:
         return f"no answer from {self.settings.base_url}"
 

@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from pathlib import Path
 from typing import Any
 
 from ..settings import Settings
 from .download import DownloadError, ensure_models, options_from_settings
-from .manifest import FetchWhen, ModelEntry, load_manifest
+from .manifest import FetchWhen, ManifestError, ModelEntry, load_manifest
 from .volume import model_download_root
 
 log = logging.getLogger("comfy_worker.models")
+
+
+def may_fetch_on_demand(settings: Settings) -> bool:
+    """Whether a job's check may start an on-demand download: the setting is on and models.yaml lists an
+    `on_demand` entry (the manifest read once per version of the file)."""
+    if not settings.model_download_on_demand:
+        return False
+    path = settings.models_manifest
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        return False
+    return _lists_on_demand(path, stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _lists_on_demand(path: Path, stamp: int) -> bool:
+    try:
+        return bool(load_manifest(path, missing_ok=True).select(FetchWhen.ON_DEMAND))
+    except (ManifestError, OSError):  # a broken manifest fails the check itself, with its message
+        return True
 
 
 def on_demand_entries(missing: list[dict[str, Any]], settings: Settings) -> list[ModelEntry] | None:
