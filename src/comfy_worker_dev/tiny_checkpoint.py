@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-Shape = tuple[int, ...]
+from .sd_blocks import Shape, conv, linear, norm, res_block, transformer
+
 NAME = "tiny-sd15.safetensors"
 
 _UNET = "model.diffusion_model."
@@ -41,87 +42,44 @@ _CONTEXT = 768     # SD 1.5's cross-attention context: ComfyUI matches on it
 _TAESD = 64
 
 
-def _norm(name: str, ch: int) -> Iterator[tuple[str, Shape]]:
-    yield f"{name}.weight", (ch,)
-    yield f"{name}.bias", (ch,)
-
-
-def _conv(name: str, out: int, inp: int, k: int = 3, bias: bool = True) -> Iterator[tuple[str, Shape]]:
-    yield f"{name}.weight", (out, inp, k, k)
-    if bias:
-        yield f"{name}.bias", (out,)
-
-
-def _linear(name: str, out: int, inp: int, bias: bool = True) -> Iterator[tuple[str, Shape]]:
-    yield f"{name}.weight", (out, inp)
-    if bias:
-        yield f"{name}.bias", (out,)
-
-
-def _res(name: str, inp: int, out: int) -> Iterator[tuple[str, Shape]]:
-    yield from _norm(f"{name}.in_layers.0", inp)
-    yield from _conv(f"{name}.in_layers.2", out, inp)
-    yield from _linear(f"{name}.emb_layers.1", out, _TIME)
-    yield from _norm(f"{name}.out_layers.0", out)
-    yield from _conv(f"{name}.out_layers.3", out, out)
-    if inp != out:
-        yield from _conv(f"{name}.skip_connection", out, inp, 1)
-
-
-def _transformer(name: str, ch: int) -> Iterator[tuple[str, Shape]]:
-    yield from _norm(f"{name}.norm", ch)
-    yield from _conv(f"{name}.proj_in", ch, ch, 1)
-    block = f"{name}.transformer_blocks.0"
-    for attn, kv in (("attn1", ch), ("attn2", _CONTEXT)):
-        yield from _linear(f"{block}.{attn}.to_q", ch, ch, bias=False)
-        yield from _linear(f"{block}.{attn}.to_k", ch, kv, bias=False)
-        yield from _linear(f"{block}.{attn}.to_v", ch, kv, bias=False)
-        yield from _linear(f"{block}.{attn}.to_out.0", ch, ch)
-    yield from _linear(f"{block}.ff.net.0.proj", ch * 8, ch)
-    yield from _linear(f"{block}.ff.net.2", ch, ch * 4)
-    for i in (1, 2, 3):
-        yield from _norm(f"{block}.norm{i}", ch)
-    yield from _conv(f"{name}.proj_out", ch, ch, 1)
-
-
 def _unet() -> Iterator[tuple[str, Shape]]:
-    yield from _linear(f"{_UNET}time_embed.0", _TIME, _CH)
-    yield from _linear(f"{_UNET}time_embed.2", _TIME, _TIME)
-    yield from _conv(f"{_UNET}input_blocks.0.0", _CH, 4)
-    yield from _res(f"{_UNET}input_blocks.1.0", _CH, _CH)
-    yield from _transformer(f"{_UNET}input_blocks.1.1", _CH)
+    yield from linear(f"{_UNET}time_embed.0", _TIME, _CH)
+    yield from linear(f"{_UNET}time_embed.2", _TIME, _TIME)
+    yield from conv(f"{_UNET}input_blocks.0.0", _CH, 4)
+    yield from res_block(f"{_UNET}input_blocks.1.0", _CH, _CH, _TIME)
+    yield from transformer(f"{_UNET}input_blocks.1.1", _CH, _CONTEXT)
     # One level with one res block: two output blocks, each taking a skip connection of the input side.
     for block in (0, 1):
-        yield from _res(f"{_UNET}output_blocks.{block}.0", 2 * _CH, _CH)
-    yield from _norm(f"{_UNET}out.0", _CH)
-    yield from _conv(f"{_UNET}out.2", 4, _CH)
+        yield from res_block(f"{_UNET}output_blocks.{block}.0", 2 * _CH, _CH, _TIME)
+    yield from norm(f"{_UNET}out.0", _CH)
+    yield from conv(f"{_UNET}out.2", 4, _CH)
 
 
 def _clip() -> Iterator[tuple[str, Shape]]:
     yield f"{_CLIP}embeddings.position_embedding.weight", (77, _CONTEXT)
-    yield from _norm(f"{_CLIP}final_layer_norm", _CONTEXT)
+    yield from norm(f"{_CLIP}final_layer_norm", _CONTEXT)
 
 
 def _taesd_block(name: str) -> Iterator[tuple[str, Shape]]:
     for i in (0, 2, 4):
-        yield from _conv(f"{name}.conv.{i}", _TAESD, _TAESD)
+        yield from conv(f"{name}.conv.{i}", _TAESD, _TAESD)
 
 
 def _vae() -> Iterator[tuple[str, Shape]]:
     enc, dec = f"{_VAE}taesd_encoder", f"{_VAE}taesd_decoder"
     # comfy/taesd/taesd.py: Encoder and Decoder are nn.Sequential; these are the indices with weights.
-    yield from _conv(f"{enc}.0", _TAESD, 3)
+    yield from conv(f"{enc}.0", _TAESD, 3)
     for i in (1, 3, 4, 5, 7, 8, 9, 11, 12, 13):
         yield from _taesd_block(f"{enc}.{i}")
     for i in (2, 6, 10):
-        yield from _conv(f"{enc}.{i}", _TAESD, _TAESD, bias=False)
-    yield from _conv(f"{enc}.14", 4, _TAESD)
-    yield from _conv(f"{dec}.1", _TAESD, 4)
+        yield from conv(f"{enc}.{i}", _TAESD, _TAESD, bias=False)
+    yield from conv(f"{enc}.14", 4, _TAESD)
+    yield from conv(f"{dec}.1", _TAESD, 4)
     for i in (3, 4, 5, 8, 9, 10, 13, 14, 15, 18):
         yield from _taesd_block(f"{dec}.{i}")
     for i in (7, 12, 17):
-        yield from _conv(f"{dec}.{i}", _TAESD, _TAESD, bias=False)
-    yield from _conv(f"{dec}.19", 3, _TAESD)
+        yield from conv(f"{dec}.{i}", _TAESD, _TAESD, bias=False)
+    yield from conv(f"{dec}.19", 3, _TAESD)
     yield f"{_VAE}vae_scale", ()
     yield f"{_VAE}vae_shift", ()
 
