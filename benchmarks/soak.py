@@ -54,7 +54,7 @@ class SoakReport:
         return [
             f"target: {target_name()}; {self.jobs} jobs in {self.seconds:.1f} s "
             f"({self.jobs / self.seconds:.1f} jobs/s); wrong results: {len(self.wrong)}",
-            f"files left: " + ", ".join(f"{k}={len(v)}" for k, v in self.files_left.items())
+            "files left: " + ", ".join(f"{k}={len(v)}" for k, v in self.files_left.items())
             + f"; history entries left: {self.history_left}; queue items left: {self.queue_left}",
             f"worker RSS: {self.start['rss_kb'] / 1024:.1f} MB -> {self.end['rss_kb'] / 1024:.1f} MB "
             f"({(self.end['rss_kb'] - self.start['rss_kb']) / 1024:+.1f} MB)",

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path

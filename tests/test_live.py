@@ -23,7 +23,6 @@ from comfy_run.webhook import verify
 from comfy_worker import webhooks
 from comfy_worker.app import WorkerApp, _job_handler
 from comfy_worker.comfy.fake import FakeComfy
-from comfy_worker.job import run_job
 from comfy_worker.settings import Settings
 from comfy_worker.storage.urlsafety import UrlPolicy
 from comfy_worker_dev import apispec

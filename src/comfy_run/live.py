@@ -12,9 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .backends import FINAL, Backend, BackendError
+from .backends import FINAL, Backend
 from .display import ProgressDisplay
 from .outcome import Outcome, output_key, parse_error, save_entry
+from .runner import cancelled
 from .spec import JobSpec
 
 log = logging.getLogger("comfy_run")
@@ -91,12 +92,7 @@ def stream_workflow(backend: Backend, spec: JobSpec, saver: LiveSaver, *, reques
                 return _final(backend, job_id, status, answer, saver)
             sleep(poll_interval)
     except KeyboardInterrupt:
-        log.warning("cancelling job %s", job_id)
-        try:
-            backend.cancel(job_id)
-        except BackendError as exc:
-            log.error("the cancel request failed: %s", exc)
-        return Outcome(job_id, "CANCELLED")
+        return cancelled(backend, job_id)
 
 
 def _final(backend: Backend, job_id: str, status: str, answer: dict[str, Any], saver: LiveSaver) -> Outcome:

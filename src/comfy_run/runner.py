@@ -38,9 +38,14 @@ def run_workflow(backend: Backend, spec: JobSpec, *, request: dict[str, Any] | N
                 return Outcome(job_id, status, answer.get("output") if status == "COMPLETED" else None, error)
             sleep(poll_interval)
     except KeyboardInterrupt:
-        log.warning("cancelling job %s", job_id)
-        try:
-            backend.cancel(job_id)
-        except BackendError as exc:
-            log.error("the cancel request failed: %s", exc)
-        return Outcome(job_id, "CANCELLED")
+        return cancelled(backend, job_id)
+
+
+def cancelled(backend: Backend, job_id: str) -> Outcome:
+    """Ctrl-C while a job runs: ask the endpoint to cancel it, and say so."""
+    log.warning("cancelling job %s", job_id)
+    try:
+        backend.cancel(job_id)
+    except BackendError as exc:
+        log.error("the cancel request failed: %s", exc)
+    return Outcome(job_id, "CANCELLED")

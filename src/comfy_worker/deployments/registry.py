@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..comfy import ComfyConnection
-from ..errors import ErrorCode, WorkerError, invalid_input
+from ..errors import WorkerError, invalid_input
 from ..models.on_demand import on_demand_entries
 from ..problems import closest
 from ..redaction import JOBS_SUBFOLDER
