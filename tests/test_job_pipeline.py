@@ -215,6 +215,7 @@ def test_a_cancel_while_the_prompt_is_being_posted_stops_it_too(tmp_path: Path, 
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        release.set()  # the POST answers after the cancel
 
     try:
         asyncio.run(scenario())
