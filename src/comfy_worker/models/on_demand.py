@@ -9,7 +9,7 @@ from typing import Any
 
 from ..settings import Settings
 from .download import DownloadError, ensure_models, options_from_settings
-from .manifest import FetchWhen, ManifestError, ModelEntry, load_manifest
+from .manifest import FetchWhen, Manifest, ManifestError, ModelEntry, load_manifest
 from .volume import model_download_root
 
 log = logging.getLogger("comfy_worker.models")
@@ -17,23 +17,28 @@ log = logging.getLogger("comfy_worker.models")
 
 def may_fetch_on_demand(settings: Settings) -> bool:
     """Whether a job's check may start an on-demand download: the setting is on and models.yaml lists an
-    `on_demand` entry (the manifest read once per version of the file)."""
+    `on_demand` entry."""
     if not settings.model_download_on_demand:
         return False
+    try:
+        return bool(_manifest(settings).select(FetchWhen.ON_DEMAND))
+    except (ManifestError, OSError):  # a broken manifest fails the check itself, with its message
+        return True
+
+
+def _manifest(settings: Settings) -> Manifest:
+    """models.yaml as it is now, read once per version of the file (asked on every job)."""
     path = settings.models_manifest
     try:
         stamp = path.stat().st_mtime_ns
     except OSError:
-        return False
-    return _lists_on_demand(path, stamp)
+        return Manifest()  # no manifest: nothing on demand
+    return _read_manifest(path, stamp)
 
 
 @functools.lru_cache(maxsize=4)
-def _lists_on_demand(path: Path, stamp: int) -> bool:
-    try:
-        return bool(load_manifest(path, missing_ok=True).select(FetchWhen.ON_DEMAND))
-    except (ManifestError, OSError):  # a broken manifest fails the check itself, with its message
-        return True
+def _read_manifest(path: Path, stamp: int) -> Manifest:
+    return load_manifest(path, missing_ok=True)
 
 
 def on_demand_entries(missing: list[dict[str, Any]], settings: Settings) -> list[ModelEntry] | None:
@@ -41,7 +46,7 @@ def on_demand_entries(missing: list[dict[str, Any]], settings: Settings) -> list
     `on_demand` entry (then fetching some would not make the job runnable)."""
     if not settings.model_download_on_demand or not missing:
         return None
-    manifest = load_manifest(settings.models_manifest, missing_ok=True)
+    manifest = _manifest(settings)
     entries: dict[tuple[str, str], ModelEntry] = {}
     for model in missing:
         entry = manifest.lookup(str(model.get("folder")), str(model.get("file")))
