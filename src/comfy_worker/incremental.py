@@ -200,8 +200,8 @@ class OutputDelivery:
         if not collected.outputs:
             self.warnings.append("the workflow produced no outputs" + (
                 f" ({collected.skipped_temp} temporary outputs not requested)" if collected.skipped_temp else ""))
-        known = {i for i in _idents(prompt_id, collected.outputs) if i in self.records}
-        readable = [o for i, o in zip(_idents(prompt_id, collected.outputs), collected.outputs) if i not in known]
+        readable = [o for i, o in zip(_idents(prompt_id, collected.outputs), collected.outputs)
+                    if i not in self.records]  # those delivered early were read then
         Collected(readable, []).require_readable()  # every file must be there before anything is reported
         return collected
 
