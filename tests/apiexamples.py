@@ -225,7 +225,8 @@ def matches(fresh: Example, old: Example | None, name: str) -> bool:
         # the result must not change.
         def kinds(body: dict[str, Any]) -> tuple[set[str], list[Any]]:
             chunks = body["output"]
-            return {c.get("event", "result") for c in chunks}, [c for c in chunks if c.get("event") == "output"]
+            outputs = [{k: v for k, v in c.items() if k != "seq"} for c in chunks if c.get("event") == "output"]
+            return {c.get("event", "result") for c in chunks}, outputs  # `seq` counts the chunks before it
 
         same_body = kinds(fresh.body) == kinds(old.body) and fresh.body["output"][-1] == old.body["output"][-1]
     else:
