@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import os
 import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 from comfy_worker.logs import RedactingFilter, redact
 from comfy_worker.sdk import ProgressPoster, disable_sdk_checks, redact_sdk_logs
+
+ROOT = Path(__file__).resolve().parents[1]
 
 B64 = base64.b64encode(os.urandom(3000)).decode()
 
@@ -100,3 +107,31 @@ def test_a_stuck_progress_post_is_abandoned_before_the_result():
 
     poster = asyncio.run(asyncio.wait_for(scenario(), 5))
     assert poster.sent == 0
+
+
+def test_the_sdk_is_imported_without_starting_a_process_and_still_names_the_processor():
+    # py-cpuinfo would start a Python process of its own to find the name (over a second of CPU at every worker
+    # start). In a fresh interpreter: this one may have imported the SDK already.
+    script = textwrap.dedent("""
+        import json, subprocess, sys
+        started = []
+        popen = subprocess.Popen.__init__
+        def counting(self, args, *rest, **kwargs):
+            if list(args)[:1] == [sys.executable]:  # importing cpuinfo runs `file` and `uname`: cheap
+                started.append(args)
+            popen(self, args, *rest, **kwargs)
+        subprocess.Popen.__init__ = counting
+        import cpuinfo
+        probe = cpuinfo.get_cpu_info
+        from comfy_worker import sdk
+        sdk.import_sdk()
+        from runpod.serverless.utils import rp_debugger
+        print(json.dumps({"started": [str(a) for a in started], "processor": rp_debugger.PROCESSOR,
+                          "name": sdk.processor_name(), "restored": cpuinfo.get_cpu_info is probe}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, check=True)
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["started"] == []
+    assert seen["processor"] == seen["name"] and seen["name"]
+    assert seen["restored"]

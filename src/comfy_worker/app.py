@@ -138,7 +138,7 @@ def create_worker(settings: Settings | None = None, *, boot: bool = True) -> Wor
     app.handler = _job_handler(app, settings, comfy)
     if not boot:
         return app
-    import runpod  # noqa: F401  (the SDK takes over a second to import: it does so while ComfyUI boots)
+    sdk.import_sdk()  # the SDK takes most of a second to import: it does so while ComfyUI boots
 
     sdk.redact_sdk_logs()
     deadline = started + settings.start_budget

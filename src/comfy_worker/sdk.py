@@ -7,6 +7,8 @@
   (`comfyui_fitness`) replaces them: ComfyUI ready, on the device this host has.
 - The SDK's logger prints every handler result whole at DEBUG (its default) and the single-job result at
   INFO: base64 outputs and inputs, presigned URLs. Its messages pass through `redact` first.
+- The SDK asks py-cpuinfo for the processor's name as it is imported, and py-cpuinfo starts a Python process
+  of its own to find it: over a second of CPU at every worker start. `import_sdk` answers from /proc/cpuinfo.
 - Progress goes through `ProgressPoster`, which posts in order and is closed before the result is
   returned, so no progress post can arrive after the result (the SDK's `progress_update` posts from a
   thread of its own per call, unordered).
@@ -19,7 +21,10 @@ import contextlib
 import json
 import logging
 import os
+import platform
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .logs import redact
@@ -27,6 +32,37 @@ from .logs import redact
 log = logging.getLogger("comfy_worker.sdk")
 
 SDK_CHECK_SWITCHES = ("RUNPOD_SKIP_AUTO_SYSTEM_CHECKS", "RUNPOD_SKIP_GPU_CHECK")
+
+def import_sdk() -> None:
+    """Import the runpod SDK without the subprocess its debugger module starts to read the CPU's name.
+
+    runpod.serverless.utils.rp_debugger calls `cpuinfo.get_cpu_info()` at import, which runs py-cpuinfo in a
+    new Python process (about 1.2 s); the name only appears in the SDK's debugger output. On Linux the name it
+    finds is /proc/cpuinfo's "model name", read here instead, for the length of the import only."""
+    if "runpod" in sys.modules:
+        return
+    try:
+        import cpuinfo
+    except ImportError:  # an SDK without the debugger's dependency probes nothing
+        cpuinfo = None
+    probe = getattr(cpuinfo, "get_cpu_info", None)
+    if cpuinfo is not None:
+        cpuinfo.get_cpu_info = lambda: {"brand_raw": processor_name()}
+    try:
+        import runpod  # noqa: F401
+    finally:
+        if cpuinfo is not None:
+            cpuinfo.get_cpu_info = probe
+
+
+def processor_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    return platform.processor() or platform.machine() or "unknown"
+
 
 def production_mode() -> bool:
     """Whether the SDK will run its job loop against RunPod (it decides by this variable alone)."""
@@ -159,6 +195,7 @@ def usage() -> str:
     """`handler.py --help`: the SDK's own flags and the worker's main settings; nothing is started."""
     import textwrap
 
+    import_sdk()
     import runpod.serverless
 
     from .settings import Settings
