@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import base64
+import functools
 import json
 import os
 import re
@@ -56,55 +57,87 @@ TRACEBACK = re.compile(r"Traceback \(most recent call last\)|File \"[^\"]+\", li
 
 # --- strategies -------------------------------------------------------------------------------------
 
+# Every code point UTF-8 can carry (all but surrogates): the same set as st.text()'s default alphabet, which
+# Hypothesis builds by encoding all 1.1 million code points once per process (seconds in each test worker).
+UNICODE = st.characters(exclude_categories=("Cs",))
+
+
+# Strategies are built once and drawn from many times: Hypothesis validates every new strategy object, which
+# in a composite that builds them per draw costs more than the drawing.
+@functools.cache
+def text(max_size: int) -> st.SearchStrategy[str]:
+    return st.text(UNICODE, max_size=max_size)
+
+
 scalars = (st.none() | st.booleans() | st.integers(min_value=-(2 ** 256), max_value=2 ** 256)
-           | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=40)
+           | st.floats(allow_nan=True, allow_infinity=True) | text(max_size=40)
            | st.sampled_from(["", "0", "-1", "1e400", "../../etc/passwd", "in.png", "a" * 300, "\x00", "🙂"]))
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5)
-                           | st.dictionaries(st.text(max_size=12), inner, max_size=5), max_leaves=25)
-node_ids = st.sampled_from(["1", "2", "3", "10", "0", "-1", "", "a", "1.5"]) | st.text(max_size=6)
+                           | st.dictionaries(text(max_size=12), inner, max_size=5), max_leaves=25)
+node_ids = st.sampled_from(["1", "2", "3", "10", "0", "-1", "", "a", "1.5"]) | text(max_size=6)
+
+
+link_outputs = st.integers(-2, 5) | json_values
+class_types = st.sampled_from(CLASSES) | text(max_size=10) | json_values
+
+
+@functools.cache
+def links_to(ids: tuple[str, ...]) -> st.SearchStrategy[str]:
+    return st.sampled_from(ids) | node_ids
 
 
 @st.composite
-def input_value(draw, ids: list[str]) -> Any:
+def input_value(draw, ids: tuple[str, ...]) -> Any:
     if ids and draw(st.booleans()):
-        return [draw(st.sampled_from(ids) | node_ids), draw(st.integers(-2, 5) | json_values)]
+        return [draw(links_to(ids)), draw(link_outputs)]
     return draw(json_values)
+
+
+@functools.cache
+def node_inputs(names: tuple[str, ...], ids: tuple[str, ...]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.dictionaries(st.sampled_from(names) | text(max_size=8), input_value(ids), max_size=6)
 
 
 @st.composite
 def api_graphs(draw) -> dict[str, Any]:
-    ids = draw(st.lists(node_ids, min_size=1, max_size=6, unique=True))
+    ids = tuple(draw(st.lists(node_ids, min_size=1, max_size=6, unique=True)))
     graph: dict[str, Any] = {}
     for node_id in ids:
-        class_type = draw(st.sampled_from(CLASSES) | st.text(max_size=10) | json_values)
+        class_type = draw(class_types)
         declared = OBJECT_INFO.get(class_type, {}).get("input", {}) if isinstance(class_type, str) else {}
-        names = [n for group in declared.values() if isinstance(group, dict) for n in group] or ["x"]
-        inputs = draw(st.dictionaries(st.sampled_from(names) | st.text(max_size=8), input_value(ids), max_size=6))
+        names = tuple(n for group in declared.values() if isinstance(group, dict) for n in group) or ("x",)
+        inputs = draw(node_inputs(names, ids))
         node: dict[str, Any] = {"class_type": class_type, "inputs": inputs}
         if draw(st.integers(0, 9)) == 0:
             node = draw(json_values)
         if draw(st.integers(0, 9)) == 0 and isinstance(node, dict):
-            node["_meta"] = {"title": draw(st.text(max_size=10))}
+            node["_meta"] = {"title": draw(text(max_size=10))}
         graph[node_id] = node
     return graph
+
+
+ui_node_ids = st.integers(-1, 6) | json_values
+ui_node_types = st.sampled_from(CLASSES) | text(max_size=10)
+ui_widgets = st.lists(json_values, max_size=6) | json_values
+ui_inputs = st.lists(st.fixed_dictionaries(
+    {"name": text(max_size=8), "link": st.integers(-1, 8) | st.none(), "type": text(max_size=6)}),
+    max_size=3) | json_values
+ui_modes = st.integers(0, 4) | json_values
+ui_links = st.lists(st.lists(st.integers(-1, 8) | text(max_size=4), min_size=0, max_size=6), max_size=6) | json_values
 
 
 @st.composite
 def ui_workflows(draw) -> dict[str, Any]:
     nodes = []
     for index in range(draw(st.integers(0, 5))):
-        node: dict[str, Any] = {"id": draw(st.integers(-1, 6) | json_values),
-                                "type": draw(st.sampled_from(CLASSES) | st.text(max_size=10)),
-                                "widgets_values": draw(st.lists(json_values, max_size=6) | json_values)}
+        node: dict[str, Any] = {"id": draw(ui_node_ids), "type": draw(ui_node_types),
+                                "widgets_values": draw(ui_widgets)}
         if draw(st.booleans()):
-            node["inputs"] = draw(st.lists(st.fixed_dictionaries(
-                {"name": st.text(max_size=8), "link": st.integers(-1, 8) | st.none(), "type": st.text(max_size=6)}),
-                max_size=3) | json_values)
+            node["inputs"] = draw(ui_inputs)
         if draw(st.booleans()):
-            node["mode"] = draw(st.integers(0, 4) | json_values)
+            node["mode"] = draw(ui_modes)
         nodes.append(node)
-    links = draw(st.lists(st.lists(st.integers(-1, 8) | st.text(max_size=4), min_size=0, max_size=6), max_size=6)
-                 | json_values)
+    links = draw(ui_links)
     workflow = {"nodes": nodes, "links": links}
     if draw(st.booleans()):
         workflow["groups"] = draw(json_values)
@@ -117,7 +150,16 @@ def ui_workflows(draw) -> dict[str, Any]:
 workflows = api_graphs() | json_values
 inputs_maps = st.none() | st.dictionaries(
     st.sampled_from(["1.width", "1.color", "2.image", "3.filename_prefix", "seed", "x.y", "1.", ".x"])
-    | st.text(max_size=12), json_values, max_size=4) | json_values
+    | text(max_size=12), json_values, max_size=4) | json_values
+
+
+job_images = st.lists(st.fixed_dictionaries(
+    {"name": st.sampled_from(["in.png", "../x.png", "", "a/b.png"]) | text(max_size=12),
+     "image": st.sampled_from(["", "!!!", "aGVsbG8=", "data:image/png;base64,AAAA"]) | text(max_size=30)}),
+    max_size=3) | json_values
+execution_configs = st.fixed_dictionaries({}, optional={
+    "randomize_seeds": json_values, "output_nodes": json_values, "dry_run": st.booleans() | json_values}) | json_values
+output_configs = st.fixed_dictionaries({}, optional={"include_temp": json_values, "storage": json_values}) | json_values
 
 
 @st.composite
@@ -128,21 +170,15 @@ def job_inputs(draw) -> Any:
     if draw(st.integers(0, 9)):
         job["workflow"] = draw(workflows)
     if draw(st.booleans()):
-        job["images"] = draw(st.lists(st.fixed_dictionaries(
-            {"name": st.sampled_from(["in.png", "../x.png", "", "a/b.png"]) | st.text(max_size=12),
-             "image": st.sampled_from(["", "!!!", "aGVsbG8=", "data:image/png;base64,AAAA"]) | st.text(max_size=30)}),
-            max_size=3) | json_values)
+        job["images"] = draw(job_images)
     if draw(st.booleans()):
         job["inputs"] = draw(inputs_maps)
     if draw(st.booleans()):
-        job["execution_config"] = draw(st.fixed_dictionaries({}, optional={
-            "randomize_seeds": json_values, "output_nodes": json_values, "dry_run": st.booleans() | json_values})
-            | json_values)
+        job["execution_config"] = draw(execution_configs)
     if draw(st.booleans()):
-        job["output_config"] = draw(st.fixed_dictionaries({}, optional={"include_temp": json_values,
-                                                                         "storage": json_values}) | json_values)
+        job["output_config"] = draw(output_configs)
     if draw(st.integers(0, 9)) == 0:
-        job[draw(st.text(max_size=8))] = draw(json_values)
+        job[draw(text(max_size=8))] = draw(json_values)
     return job
 
 
@@ -154,8 +190,8 @@ def mutated_runnable_jobs(draw) -> dict[str, Any]:
     workflow["2"]["inputs"]["images"] = ["3", 0]
     if draw(st.booleans()):
         node = draw(st.sampled_from(sorted(workflow)))
-        name = draw(st.sampled_from(sorted(workflow[node]["inputs"])) | st.text(max_size=6))
-        workflow[node]["inputs"][name] = draw(input_value(sorted(workflow)))
+        name = draw(st.sampled_from(sorted(workflow[node]["inputs"])) | text(max_size=6))
+        workflow[node]["inputs"][name] = draw(input_value(tuple(sorted(workflow))))
     job: dict[str, Any] = {"workflow": workflow}
     if draw(st.booleans()):
         job["inputs"] = draw(inputs_maps)
@@ -318,9 +354,25 @@ def test_huge_workflow_is_refused_up_front(worker):
     assert "size" in err["message"] or "nodes" in err["message"]
 
 
+def _zeros_zlib(length: int) -> bytes:
+    """A valid zlib stream of `length` zero bytes, built without compressing them all.
+
+    After a full flush deflate starts afresh, so every block of the same zeros compresses to the same bytes
+    and can be repeated; the Adler-32 of n zeros is (n mod 65521) << 16 | 1."""
+    step = 1 << 22
+    if length < step:
+        return zlib.compress(bytes(length), 9)
+    squeezer = zlib.compressobj(9)
+    first = squeezer.compress(bytes(step)) + squeezer.flush(zlib.Z_FULL_FLUSH)
+    block = squeezer.compress(bytes(step)) + squeezer.flush(zlib.Z_FULL_FLUSH)
+    count, rest = divmod(length, step)
+    last = squeezer.compress(bytes(rest)) + squeezer.flush()
+    return first + block * (count - 1) + last[:-4] + struct.pack(">I", (length % 65521) << 16 | 1)
+
+
 def _png_of_size(width: int, height: int) -> bytes:
     """A valid grey PNG of width x height whose zlib stream of zero rows compresses to almost nothing."""
-    raw = zlib.compress(b"\x00" * (width + 1) * height, 9)
+    raw = _zeros_zlib((width + 1) * height)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
