@@ -4,8 +4,15 @@ result of the worker's shape and the size the benchmark asks for (TRIVIAL_RESULT
 JSON it sends back costs what the worker's does."""
 
 import os
+import sys
+from pathlib import Path
 
-import runpod
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from comfy_worker.sdk import import_sdk  # noqa: E402
+
+import_sdk()  # as the worker imports it: the server's start-up matches the worker's, its requests are the SDK's own
+import runpod  # noqa: E402
 
 _DATA = "A" * int(os.environ.get("TRIVIAL_RESULT_BYTES", "2000"))
 

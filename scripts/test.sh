@@ -12,12 +12,9 @@ fi
 if [ ! -f tools/mermaid-check/node_modules/mermaid/package.json ]; then
     npm ci --prefix tools/mermaid-check --no-audit --no-fund --loglevel=error
 fi
-# The tests start many Python processes (workers, ComfyUI emulators, benchmarks): each compiles the project's
-# modules only once, into .venv, never beside the sources, even where the environment says not to write any.
-export PYTHONPYCACHEPREFIX="$PWD/.venv/pycache"
-unset PYTHONDONTWRITEBYTECODE
 # Much of a test's time is spent waiting on the processes and servers it started: two test processes per core
-# (pytest-xdist) keep the cores busy. TEST_WORKERS=0 runs in this process; `-n N` given here wins.
+# (pytest-xdist); an idle one takes tests queued for a busy one (worksteal). TEST_WORKERS=0 runs in this
+# process; `-n N` given here wins.
 workers="${TEST_WORKERS:-$(.venv/bin/python -c 'import os
 print(2 * (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))')}"
-exec .venv/bin/python -m pytest -n "$workers" "$@"
+exec .venv/bin/python -m pytest -n "$workers" --dist worksteal "$@"

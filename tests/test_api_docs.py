@@ -206,6 +206,7 @@ def test_every_error_code_has_an_example_in_the_catalogue():
         assert message and f"`{code.value}`" in table
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_recorded_examples_are_what_the_worker_answers_now():
     """Runs the examples again: on the real ComfyUI where COMFYUI_DIR is set, else with the emulator

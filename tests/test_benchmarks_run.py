@@ -15,6 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def scratch() -> Iterator[Path]:
@@ -51,7 +53,6 @@ def test_memory_benchmark_prints_idle_peak_and_the_target(scratch: Path) -> None
     assert "target: above idle <= largest output + 64 MB" in output
 
 
-@pytest.mark.slow
 def test_delivery_benchmark_prints_throughputs_cpu_and_ratios(scratch: Path) -> None:
     output = _run("bench_delivery.py", scratch, "--workloads", "3x1,2x2", "--rounds", "1")
     assert output.count("MB/s") == 6
@@ -66,7 +67,6 @@ def test_model_cache_benchmark_two_workers_four_jobs_one_download(scratch: Path)
     assert "time of 4 jobs / time of one download = " in output
 
 
-@pytest.mark.slow
 def test_live_delivery_benchmark_prints_both_times_and_the_target(scratch: Path) -> None:
     output = _run("bench_live_delivery.py", scratch, "--mb", "2", "--gap", "0.5")
     assert "result after the last node: " in output and "delivered at the end" in output

@@ -213,6 +213,7 @@ def assert_structured(err: WorkerError) -> None:
 # --- schema and resolver ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @FUZZ
 @given(raw=job_inputs())
 def test_parse_job_input_accepts_or_names_the_problem(raw):
@@ -245,6 +246,7 @@ def resolve_or_structured_error(workflow: Any, inputs: Any, randomize: bool) -> 
         assert_structured(err)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(workflow=api_graphs(), inputs=st.none() | inputs_maps, randomize=st.booleans())
 def test_resolver_resolves_api_graphs_or_raises_a_catalogued_error(workflow, inputs, randomize):
@@ -254,6 +256,7 @@ def test_resolver_resolves_api_graphs_or_raises_a_catalogued_error(workflow, inp
 
 
 # Hypothesis reports several distinct failures as one ExceptionGroup, hence no `raises=` here.
+@pytest.mark.slow
 @settings(FUZZ, phases=[Phase.explicit, Phase.generate])  # no shrinking while it is expected to fail
 @given(workflow=ui_workflows(), inputs=st.none() | inputs_maps, randomize=st.booleans())
 def test_resolver_converts_ui_workflows_or_raises_a_catalogued_error(workflow, inputs, randomize):
@@ -295,6 +298,7 @@ def run_bounded(runtime, settings, job_input: Any, job_id: str = "fuzz") -> dict
         pytest.fail(f"the job hung: {json.dumps(job_input, default=str)[:500]}")
 
 
+@pytest.mark.slow
 @PIPELINE
 @given(job_input=job_inputs() | mutated_runnable_jobs())
 def test_pipeline_answers_every_input_with_a_result_or_a_structured_error(worker, job_input):

@@ -119,6 +119,7 @@ def test_single_job_mode_runs_test_input(tmp_path):
     assert "outcome=completed" in out
 
 
+@pytest.mark.slow
 def test_run_job_script_with_the_emulator(tmp_path):
     """The README's main command; without COMFYUI_DIR it runs against the emulator, as the README says."""
     command = [c for c, how in RUN.items() if how == "run-job"][0]
@@ -129,6 +130,7 @@ def test_run_job_script_with_the_emulator(tmp_path):
     assert saved.read_bytes()[:8] == base64.b64decode("iVBORw0KGgo=")[:8]
 
 
+@pytest.mark.slow
 def test_run_job_script_runs_the_example_deployment_by_name(tmp_path):
     """The README's main command with a deployed workflow's id: the request is a few dozen bytes, the image
     is the size asked for."""
@@ -144,6 +146,7 @@ def test_run_job_script_runs_the_example_deployment_by_name(tmp_path):
         assert img.size == (256, 128)
 
 
+@pytest.mark.slow
 def test_serve_script_answers_runsync(tmp_path):
     """./scripts/serve.sh as written (on a free port, so tests can run side by side), stopped as a supervisor
     would stop it."""
