@@ -9,10 +9,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from comfy_worker.sdk import import_sdk  # noqa: E402
+from comfy_worker.sdk import import_sdk
 
 import_sdk()  # as the worker imports it: the server's start-up matches the worker's, its requests are the SDK's own
-import runpod  # noqa: E402
+import runpod
 
 _DATA = "A" * int(os.environ.get("TRIVIAL_RESULT_BYTES", "2000"))
 
