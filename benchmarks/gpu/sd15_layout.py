@@ -15,7 +15,7 @@ from pathlib import Path
 # The blocks are shared with the tiny test checkpoint; src/comfy_worker_dev/sd_blocks.py needs nothing installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
-from comfy_worker_dev.sd_blocks import Shape, conv, linear, norm, res_block, transformer  # noqa: E402
+from comfy_worker_dev.sd_blocks import Shape, collect, conv, linear, norm, res_block, transformer  # noqa: E402
 
 UNET_PREFIX = "model.diffusion_model."
 CLIP_PREFIX = "cond_stage_model.transformer.text_model."
@@ -138,13 +138,7 @@ def vae_layout() -> Iterator[tuple[str, Shape]]:
 
 def sd15_layout() -> dict[str, Shape]:
     """Every tensor of an SD 1.5 checkpoint: name -> shape."""
-    layout: dict[str, Shape] = {}
-    for part in (unet_layout(), clip_layout(), vae_layout()):
-        for name, shape in part:
-            if name in layout:
-                raise AssertionError(f"duplicate tensor name {name}")
-            layout[name] = shape
-    return layout
+    return collect(unet_layout(), clip_layout(), vae_layout())
 
 
 def parameter_count(layout: dict[str, Shape]) -> int:

@@ -11,6 +11,17 @@ Shape = tuple[int, ...]
 Tensors = Iterator[tuple[str, Shape]]
 
 
+def collect(*parts: Tensors) -> dict[str, Shape]:
+    """A checkpoint's tensors from its parts, name -> shape; a name given twice is a mistake in a layout."""
+    found: dict[str, Shape] = {}
+    for part in parts:
+        for name, shape in part:
+            if name in found:
+                raise AssertionError(f"duplicate tensor {name}")
+            found[name] = shape
+    return found
+
+
 def norm(name: str, ch: int) -> Tensors:
     yield f"{name}.weight", (ch,)
     yield f"{name}.bias", (ch,)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .sd_blocks import Shape, conv, linear, norm, res_block, transformer
+from .sd_blocks import Shape, collect, conv, linear, norm, res_block, transformer
 
 NAME = "tiny-sd15.safetensors"
 
@@ -86,13 +86,7 @@ def _vae() -> Iterator[tuple[str, Shape]]:
 
 def layout() -> dict[str, Shape]:
     """Every tensor of the tiny checkpoint: name -> shape."""
-    found: dict[str, Shape] = {}
-    for part in (_unet(), _clip(), _vae()):
-        for name, shape in part:
-            if name in found:
-                raise AssertionError(f"duplicate tensor {name}")
-            found[name] = shape
-    return found
+    return collect(_unet(), _clip(), _vae())
 
 
 def _value(name: str, shape: Shape, rng: np.random.Generator) -> np.ndarray:
