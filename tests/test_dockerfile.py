@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -10,13 +9,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from comfy_worker_build import smoke
 from comfy_worker_build.smoke import check_worker_imports, import_failures, missing_node_modules
 from comfy_worker_dev.emulator.catalogue import OBJECT_INFO_PATH
+
+from .scriptmodules import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = (REPO / "Dockerfile").read_text()
@@ -489,14 +489,6 @@ def test_smoke_main_fails_when_a_restored_node_adds_nothing(tmp_path: Path,
 # --- scripts/rehearse-image.sh: the same steps as the Dockerfile
 
 
-def _rehearsal_module() -> Any:
-    spec = importlib.util.spec_from_file_location("rehearsal", REPO / "scripts" / "rehearsal.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _instructions(text: str, word: str) -> list[str]:
     joined = re.sub(r"\\\n\s*", " ", text)
     return [" ".join(line.split()[1:]) for line in joined.splitlines() if line.strip().startswith(f"{word} ")]
@@ -529,7 +521,7 @@ def test_rehearsal_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
 def test_rehearsal_checks_the_output_image(tmp_path: Path) -> None:
     from PIL import Image
 
-    rehearsal = _rehearsal_module()
+    rehearsal = load_script(REPO / "scripts" / "rehearsal.py")
     good = Image.new("RGB", (128, 128), (235, 215, 54))
     good.paste((4, 54, 245), (0, 0, 64, 64))
     good.save(tmp_path / "good.png")
@@ -545,7 +537,7 @@ def test_rehearsal_checks_the_output_image(tmp_path: Path) -> None:
 
 
 def test_rehearsal_figures_read_pip_downloads_and_job_timings() -> None:
-    rehearsal = _rehearsal_module()
+    rehearsal = load_script(REPO / "scripts" / "rehearsal.py")
     log_text = ("Collecting torch==2.11.0\n"
                 "  Downloading torch-2.11.0-cp312-cp312-manylinux_2_28_x86_64.whl (530.7 MB)\n"
                 "     ━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━ 530.7/530.7 MB 32.8 MB/s eta 0:00:00\n"

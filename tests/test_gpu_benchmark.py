@@ -3,31 +3,20 @@ model detection and modules when a real ComfyUI is available), the result JSON a
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from .scriptmodules import load_script
 from .workerkit import real_comfyui
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-layout = _load("sd15_layout", ROOT / "benchmarks/gpu/sd15_layout.py")
-gpu_run = _load("gpu_run", ROOT / "benchmarks/gpu_run.py")
+layout = load_script(ROOT / "benchmarks/gpu/sd15_layout.py")
+gpu_run = load_script(ROOT / "benchmarks/gpu_run.py")
 
 
 def test_layout_has_the_parameter_counts_of_sd15() -> None:

@@ -4,7 +4,6 @@ actionlint's checks."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -22,21 +21,15 @@ from comfy_worker.errors import ErrorCode
 from comfy_worker.models.manifest import FetchWhen, load_manifest
 from comfy_worker.schema import JobInput, JobResult, parse_job_input
 
+from .scriptmodules import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / ".github" / "workflows"
 RELEASE = yaml.safe_load((WORKFLOWS / "release.yml").read_text())
 VARIANTS = REPO / "variants"
 
 
-def _release_module() -> Any:
-    spec = importlib.util.spec_from_file_location("release", REPO / "scripts" / "release.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-release = _release_module()
+release = load_script(REPO / "scripts" / "release.py")
 
 
 def _tool(name: str) -> str:
