@@ -44,18 +44,18 @@ def import_sdk() -> None:
     try:
         import cpuinfo
     except ImportError:  # an SDK without the debugger's dependency probes nothing
-        cpuinfo = None
-    probe = getattr(cpuinfo, "get_cpu_info", None)
-    if cpuinfo is not None:
-        cpuinfo.get_cpu_info = lambda: {"brand_raw": processor_name()}
+        import runpod
+        return
+    probe = cpuinfo.get_cpu_info
+    cpuinfo.get_cpu_info = lambda: {"brand_raw": processor_name()}
     try:
         import runpod  # noqa: F401
     finally:
-        if cpuinfo is not None:
-            cpuinfo.get_cpu_info = probe
+        cpuinfo.get_cpu_info = probe
 
 
 def processor_name() -> str:
+    """The CPU's name as py-cpuinfo reports it on Linux (`brand_raw`), without a Python process of its own."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
